@@ -1,0 +1,789 @@
+"""EvalsClient (requests) and AsyncEvalsClient (aiohttp): thin transports over the shared operations.
+
+What a request is, how its answer is read and when it is tried again is decided in ``operations``,
+``routes``, ``errors`` and ``retry``; this module only moves bytes, maps each library's network failures
+onto the error hierarchy (noting whether the request may have reached the server), and walks pages.
+
+The async client shares one aiohttp session per event loop and endpoint: a triggerer running thousands of
+waits then holds one connection pool instead of a session (and sockets) per trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_aoai_evals.api.errors import (
+    EvalsAPIError,
+    EvalsConnectionError,
+    EvalsNotFoundError,
+    EvalsPermanentError,
+    EvalsServerError,
+    EvalsTimeoutError,
+    error_from_response,
+    request_id_from,
+)
+from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, OutputItem, Page
+from airflow_provider_aoai_evals.api.operations import (
+    LOOKUP_MAX_RUNS,
+    Call,
+    Operations,
+    is_ambiguous,
+    matches_key,
+    retryable_without_key,
+    too_old,
+)
+from airflow_provider_aoai_evals.api.retry import parse_retry_after
+from airflow_provider_aoai_evals.api.routes import CANCEL_ROUTES, Operation, PreparedRequest
+from airflow_provider_aoai_evals.api.settings import ClientSettings
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+DEFAULT_PAGE_SIZE = 100
+
+
+def _decode(req: PreparedRequest, status: int, headers: Mapping[str, str], body: bytes) -> Any:
+    """The JSON of a 2xx answer, or the typed error for anything else (or for a 2xx that is not JSON)."""
+    if 200 <= status < 300:
+        try:
+            return json.loads(body) if body else {}
+        except ValueError:
+            excerpt = body[:120].decode("utf-8", errors="replace")
+            raise EvalsServerError(
+                f"the response was not valid JSON (a proxy page or a cut-off body?): {excerpt!r}",
+                status_code=status,
+                request_id=request_id_from(headers),
+                method=req.method,
+                path=req.path,
+            ) from None
+    raise error_from_response(
+        status, headers, body, method=req.method, path=req.path, retry_after=parse_retry_after(headers)
+    )
+
+
+def _attempt_timeout(settings: ClientSettings, deadline: float | None) -> tuple[float, float]:
+    """Connect and read timeouts for one attempt, shortened so an attempt never outlives the deadline."""
+    connect, read = settings.connect_timeout, settings.read_timeout
+    if deadline is not None:
+        left = max(deadline - time.time(), 0.05)
+        connect, read = min(connect, left), min(read, left)
+    return connect, read
+
+
+def _items(pages: Iterator[Page[Any]]) -> Iterator[Any]:
+    for page in pages:
+        yield from page.data
+
+
+async def _aitems(pages: AsyncIterator[Page[Any]]) -> AsyncIterator[Any]:
+    async for page in pages:
+        for item in page.data:
+            yield item
+
+
+class _CreateLookup:
+    """Whether a create may have taken effect, and for how long to keep looking for its run.
+
+    A dropped connection or timeout after sending leaves the server possibly still creating the run, so the
+    lookup is polled for ``create_settle_seconds`` before a second POST. A 5xx answer means the server is
+    done with the request, so one lookup settles it.
+    """
+
+    poll = 0.25
+
+    def __init__(self, settings: ClientSettings, key: str | None) -> None:
+        self.key = key
+        self.pending = False
+        self._settle = settings.retry.create_settle_seconds
+        self._until = 0.0
+
+    def failed(self, exc: EvalsAPIError) -> None:
+        if is_ambiguous(exc):
+            self.pending = True
+            mid_request = isinstance(exc, EvalsConnectionError)
+            self._until = time.monotonic() + (self._settle if mid_request else 0.0)
+
+    def keep_looking(self) -> bool:
+        """Another lookup is due after a pause; once the settle time is over, the run was not created."""
+        if time.monotonic() < self._until:
+            return True
+        self.pending = False
+        return False
+
+
+def _page_size(limit: int | None) -> int:
+    return DEFAULT_PAGE_SIZE if limit is None else limit
+
+
+class _Common:
+    settings: ClientSettings
+    ops: Operations
+
+    def _retry_if(self, call: Call[Any], *, keyed: bool = False) -> Any:
+        policy = self.settings.retry
+        return (
+            policy.is_retryable
+            if call.request.idempotent or keyed
+            else retryable_without_key(policy.is_retryable)
+        )
+
+    def _url(self, req: PreparedRequest) -> str:
+        return self.settings.api_root + req.path
+
+    def _cancel_routes(self) -> tuple[Operation, Operation]:
+        first, second = CANCEL_ROUTES[self.settings.flavor]
+        preferred = getattr(self, "_cancel_route", None)
+        return (preferred, first if preferred == second else second) if preferred else (first, second)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sync
+# ------------------------------------------------------------------------------------------------------------
+
+
+class EvalsClient(_Common):
+    """Blocking client on a ``requests.Session`` (connection reuse), for operators and sensors in poke mode."""
+
+    def __init__(self, settings: ClientSettings, *, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.ops = Operations(settings)
+        self._cancel_route: Operation | None = None
+        self._session = session or self._new_session()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=min(self.settings.max_connections, 32))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        if self.settings.proxy:
+            session.proxies = {"http": self.settings.proxy, "https": self.settings.proxy}
+        if self.settings.ca_bundle:
+            session.verify = self.settings.ca_bundle
+        session.headers.update(self.settings.default_headers())
+        return session
+
+    def __enter__(self) -> EvalsClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __repr__(self) -> str:
+        return f"EvalsClient({self.settings!r})"
+
+    # -- transport -----------------------------------------------------------------------------------------
+
+    def _send(self, call: Call[R], deadline: float | None) -> R:
+        req = call.request
+        headers = {**req.headers, **self.settings.auth.headers()}
+        try:
+            resp = self._session.request(
+                req.method,
+                self._url(req),
+                params=req.query or None,
+                json=call.body,
+                headers=headers,
+                timeout=_attempt_timeout(self.settings, deadline),
+            )
+            body = resp.content
+        except requests.exceptions.SSLError as exc:
+            raise EvalsPermanentError(
+                f"TLS verification failed ({type(exc).__name__}); check the endpoint or set 'ca_bundle'",
+                method=req.method,
+                path=req.path,
+            ) from None
+        except requests.exceptions.ConnectTimeout:
+            raise EvalsTimeoutError(
+                "timed out connecting", request_sent=False, method=req.method, path=req.path
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise EvalsTimeoutError(
+                "timed out waiting for the response", request_sent=True, method=req.method, path=req.path
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise EvalsConnectionError(
+                f"connection failed: {_describe(exc)}",
+                request_sent=_requests_sent(exc),
+                method=req.method,
+                path=req.path,
+            ) from None
+        return call.parse(_decode(req, resp.status_code, resp.headers, body))
+
+    def _execute(self, call: Call[R], *, deadline: float | None = None) -> R:
+        for attempt in self.settings.retry.retrying(deadline=deadline, retry_if=self._retry_if(call)):
+            with attempt:
+                return self._send(call, deadline)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _pages(self, make: Any, after: str | None) -> Iterator[Any]:
+        """Walk pages by the ``after`` cursor. The first call is built now, so bad arguments fail at the
+        call site rather than at first iteration."""
+        first = make(after)
+
+        def walk() -> Iterator[Any]:
+            call, seen = first, set()
+            while True:
+                page = self._execute(call)
+                yield page
+                cursor = page.next_cursor()
+                if cursor is None or cursor in seen:  # a repeated cursor would loop forever
+                    return
+                seen.add(cursor)
+                call = make(cursor)
+
+        return walk()
+
+    # -- evals ---------------------------------------------------------------------------------------------
+
+    def create_eval(
+        self,
+        *,
+        data_source_config: Mapping[str, Any],
+        testing_criteria: Sequence[Mapping[str, Any]],
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Eval:
+        call = self.ops.create_eval(
+            name=name,
+            data_source_config=data_source_config,
+            testing_criteria=testing_criteria,
+            metadata=metadata,
+        )
+        return self._execute(call)
+
+    def list_evals(
+        self,
+        *,
+        order: str = "asc",
+        order_by: str = "created_at",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Iterator[Eval]:
+        size = _page_size(limit)
+        return _items(
+            self._pages(
+                lambda a: self.ops.list_evals(after=a, limit=size, order=order, order_by=order_by), after
+            )
+        )
+
+    def get_eval(self, eval_id: str) -> Eval:
+        return self._execute(self.ops.get_eval(eval_id))
+
+    def update_eval(
+        self, eval_id: str, *, name: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> Eval:
+        return self._execute(self.ops.update_eval(eval_id, name=name, metadata=metadata))
+
+    def delete_eval(self, eval_id: str) -> DeletedObject:
+        return self._execute(self.ops.delete_eval(eval_id))
+
+    # -- runs ----------------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        eval_id: str,
+        *,
+        data_source: Mapping[str, Any],
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> EvalRun:
+        """Start a run. With an ``idempotency_key``, a failure that may have created the run is resolved by
+        looking the run up by that key before any second POST, so a retry never starts a duplicate."""
+        call = self.ops.create_run(
+            eval_id, data_source=data_source, name=name, metadata=metadata, idempotency_key=idempotency_key
+        )
+        started = time.time()
+        lookup = _CreateLookup(self.settings, idempotency_key)
+        try:
+            for attempt in self.settings.retry.retrying(
+                retry_if=self._retry_if(call, keyed=bool(idempotency_key))
+            ):
+                with attempt:
+                    found = self._resolve(eval_id, lookup, started)
+                    if found is not None:
+                        return found
+                    try:
+                        return self._send(call, None)
+                    except EvalsAPIError as exc:
+                        lookup.failed(exc)
+                        raise
+        except EvalsAPIError as exc:
+            found = self._resolve(eval_id, lookup, started)
+            if found is not None:
+                return found
+            raise exc from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _resolve(self, eval_id: str, lookup: _CreateLookup, started: float) -> EvalRun | None:
+        """After an ambiguous failure, find the run the failed POST may have created (polling briefly)."""
+        while lookup.key and lookup.pending:
+            found = self.find_run_by_idempotency_key(eval_id, lookup.key, since=started)
+            if found is not None or not lookup.keep_looking():
+                return found
+            time.sleep(lookup.poll)
+        return None
+
+    def find_run_by_idempotency_key(self, eval_id: str, key: str, *, since: float) -> EvalRun | None:
+        """The newest run of the eval carrying ``key``, scanning newest first back to ``since`` (epoch s)."""
+        for index, run in enumerate(self.list_runs(eval_id, order="desc")):
+            if matches_key(run, key):
+                log.info("Found run %s created earlier with idempotency key %s", run.id, key)
+                return run
+            if too_old(run, since) or index >= LOOKUP_MAX_RUNS:
+                break
+        return None
+
+    def list_runs(
+        self,
+        eval_id: str,
+        *,
+        status: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Iterator[EvalRun]:
+        size = _page_size(limit)
+
+        def make(a: str | None) -> Call[Page[EvalRun]]:
+            return self.ops.list_runs(eval_id, after=a, limit=size, order=order, status=status)
+
+        return _items(self._pages(make, after))
+
+    def get_run(self, eval_id: str, run_id: str, *, deadline: float | None = None) -> EvalRun:
+        return self._execute(self.ops.get_run(eval_id, run_id), deadline=deadline)
+
+    def cancel_run(self, eval_id: str, run_id: str, *, deadline: float | None = None) -> EvalRun:
+        """Cancel through the flavor's route; on 404/405 try the other one (see ``routes.CANCEL_ROUTES``)."""
+        first, second = self._cancel_routes()
+        try:
+            run = self._execute(self.ops.cancel_run(eval_id, run_id, first), deadline=deadline)
+            self._cancel_route = first
+            return run
+        except EvalsNotFoundError as exc:
+            log.info(
+                "Cancel route %s answered HTTP %s; trying %s", first.value, exc.status_code, second.value
+            )
+            try:
+                run = self._execute(self.ops.cancel_run(eval_id, run_id, second), deadline=deadline)
+            except EvalsNotFoundError:
+                raise exc from None
+            self._cancel_route = second
+            return run
+
+    def delete_run(self, eval_id: str, run_id: str) -> DeletedObject:
+        return self._execute(self.ops.delete_run(eval_id, run_id))
+
+    # -- output items --------------------------------------------------------------------------------------
+
+    def list_output_item_pages(
+        self,
+        eval_id: str,
+        run_id: str,
+        *,
+        status: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Iterator[Page[OutputItem]]:
+        """Page by page, so an export can stream each page out before fetching the next."""
+        size = _page_size(limit)
+
+        def make(a: str | None) -> Call[Page[OutputItem]]:
+            return self.ops.list_output_items(
+                eval_id, run_id, after=a, limit=size, order=order, status=status
+            )
+
+        return self._pages(make, after)
+
+    def list_output_items(
+        self,
+        eval_id: str,
+        run_id: str,
+        *,
+        status: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Iterator[OutputItem]:
+        return _items(
+            self.list_output_item_pages(eval_id, run_id, status=status, order=order, limit=limit, after=after)
+        )
+
+    def get_output_item(self, eval_id: str, run_id: str, output_item_id: str) -> OutputItem:
+        return self._execute(self.ops.get_output_item(eval_id, run_id, output_item_id))
+
+
+def _requests_sent(exc: BaseException) -> bool:
+    """Whether a requests failure happened after the request went out (so the server may have acted)."""
+    text = repr(exc)
+    never_sent = ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError", "Failed to establish")
+    return not any(marker in text for marker in never_sent)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short cause without URLs' query strings or headers; requests' reprs hold neither, but stay brief."""
+    inner = exc.args[0] if exc.args else exc
+    reason = getattr(inner, "reason", None)
+    return f"{type(exc).__name__}: {reason or inner}"[:300]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Async
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SharedSession:
+    session: aiohttp.ClientSession
+    users: int = 0
+
+
+# loop -> pool key -> shared session. Weak on the loop, so a closed, dropped loop takes its sessions with it.
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[object, ...], _SharedSession]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_session_count() -> int:
+    """How many shared aiohttp sessions exist in the running loop (for tests and benchmarks)."""
+    try:
+        return len(_SESSIONS.get(asyncio.get_running_loop(), {}))
+    except RuntimeError:
+        return 0
+
+
+class AsyncEvalsClient(_Common):
+    """Non-blocking client on aiohttp for triggers. Use ``async with``: the session is shared and reference
+    counted per event loop and endpoint, and closed when its last user leaves."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.ops = Operations(settings)
+        self._cancel_route: Operation | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"AsyncEvalsClient({self.settings!r})"
+
+    def _make_session(self) -> aiohttp.ClientSession:
+        ssl_ctx: ssl.SSLContext | bool = True
+        if self.settings.ca_bundle:
+            ssl_ctx = ssl.create_default_context(cafile=self.settings.ca_bundle)
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.max_connections, ssl=ssl_ctx, ttl_dns_cache=300, enable_cleanup_closed=True
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            headers=self.settings.default_headers(),
+            trust_env=True,
+            timeout=aiohttp.ClientTimeout(total=None),
+            raise_for_status=False,
+        )
+
+    async def __aenter__(self) -> AsyncEvalsClient:
+        await self._acquire()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _acquire(self) -> aiohttp.ClientSession:
+        if self._session is not None and not self._session.closed:
+            return self._session
+        loop = asyncio.get_running_loop()
+        pools = _SESSIONS.setdefault(loop, {})
+        key = self.settings.pool_key()
+        shared = pools.get(key)
+        if shared is None or shared.session.closed:
+            shared = pools[key] = _SharedSession(self._make_session())
+        shared.users += 1
+        self._session, self._loop = shared.session, loop
+        return shared.session
+
+    async def close(self) -> None:
+        """Leave the shared session; the last client to leave closes it."""
+        if self._session is None or self._loop is None:
+            return
+        pools = _SESSIONS.get(self._loop, {})
+        key = self.settings.pool_key()
+        shared = pools.get(key)
+        self._session = None
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users <= 0:
+            del pools[key]
+            await shared.session.close()
+
+    # -- transport -----------------------------------------------------------------------------------------
+
+    async def _send(self, call: Call[R], deadline: float | None) -> R:
+        session = await self._acquire()
+        req = call.request
+        headers = {**req.headers, **(await self.settings.auth.aheaders())}
+        connect, read = _attempt_timeout(self.settings, deadline)
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=read)
+        try:
+            async with session.request(
+                req.method,
+                self._url(req),
+                params=req.query or None,
+                json=call.body,
+                headers=headers,
+                timeout=timeout,
+                proxy=self.settings.proxy,
+            ) as resp:
+                body = await resp.read()
+                status, resp_headers = resp.status, resp.headers
+        except aiohttp.ClientSSLError as exc:
+            raise EvalsPermanentError(
+                f"TLS verification failed ({type(exc).__name__}); check the endpoint or set 'ca_bundle'",
+                method=req.method,
+                path=req.path,
+            ) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise EvalsTimeoutError(
+                "timed out connecting", request_sent=False, method=req.method, path=req.path
+            ) from None
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+            raise EvalsTimeoutError(
+                "timed out waiting for the response", request_sent=True, method=req.method, path=req.path
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise EvalsConnectionError(
+                f"connection failed: {type(exc).__name__}: {exc.os_error}",
+                request_sent=False,
+                method=req.method,
+                path=req.path,
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise EvalsConnectionError(
+                f"connection failed: {type(exc).__name__}: {exc}"[:300],
+                request_sent=True,
+                method=req.method,
+                path=req.path,
+            ) from None
+        return call.parse(_decode(req, status, resp_headers, body))
+
+    async def _execute(self, call: Call[R], *, deadline: float | None = None) -> R:
+        async for attempt in self.settings.retry.async_retrying(
+            deadline=deadline, retry_if=self._retry_if(call)
+        ):
+            with attempt:
+                return await self._send(call, deadline)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _pages(self, make: Any, after: str | None) -> AsyncIterator[Any]:
+        first = make(after)  # validates the arguments now, as the sync client does
+
+        async def walk() -> AsyncIterator[Any]:
+            call, seen = first, set()
+            while True:
+                page = await self._execute(call)
+                yield page
+                cursor = page.next_cursor()
+                if cursor is None or cursor in seen:
+                    return
+                seen.add(cursor)
+                call = make(cursor)
+
+        return walk()
+
+    # -- evals ---------------------------------------------------------------------------------------------
+
+    async def create_eval(
+        self,
+        *,
+        data_source_config: Mapping[str, Any],
+        testing_criteria: Sequence[Mapping[str, Any]],
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Eval:
+        call = self.ops.create_eval(
+            name=name,
+            data_source_config=data_source_config,
+            testing_criteria=testing_criteria,
+            metadata=metadata,
+        )
+        return await self._execute(call)
+
+    def list_evals(
+        self,
+        *,
+        order: str = "asc",
+        order_by: str = "created_at",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> AsyncIterator[Eval]:
+        size = _page_size(limit)
+        return _aitems(
+            self._pages(
+                lambda a: self.ops.list_evals(after=a, limit=size, order=order, order_by=order_by), after
+            )
+        )
+
+    async def get_eval(self, eval_id: str) -> Eval:
+        return await self._execute(self.ops.get_eval(eval_id))
+
+    async def update_eval(
+        self, eval_id: str, *, name: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> Eval:
+        return await self._execute(self.ops.update_eval(eval_id, name=name, metadata=metadata))
+
+    async def delete_eval(self, eval_id: str) -> DeletedObject:
+        return await self._execute(self.ops.delete_eval(eval_id))
+
+    # -- runs ----------------------------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        eval_id: str,
+        *,
+        data_source: Mapping[str, Any],
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> EvalRun:
+        """See ``EvalsClient.create_run``: the same de-duplication by idempotency key."""
+        call = self.ops.create_run(
+            eval_id, data_source=data_source, name=name, metadata=metadata, idempotency_key=idempotency_key
+        )
+        started = time.time()
+        lookup = _CreateLookup(self.settings, idempotency_key)
+        try:
+            async for attempt in self.settings.retry.async_retrying(
+                retry_if=self._retry_if(call, keyed=bool(idempotency_key))
+            ):
+                with attempt:
+                    found = await self._resolve(eval_id, lookup, started)
+                    if found is not None:
+                        return found
+                    try:
+                        return await self._send(call, None)
+                    except EvalsAPIError as exc:
+                        lookup.failed(exc)
+                        raise
+        except EvalsAPIError as exc:
+            found = await self._resolve(eval_id, lookup, started)
+            if found is not None:
+                return found
+            raise exc from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _resolve(self, eval_id: str, lookup: _CreateLookup, started: float) -> EvalRun | None:
+        while lookup.key and lookup.pending:
+            found = await self.find_run_by_idempotency_key(eval_id, lookup.key, since=started)
+            if found is not None or not lookup.keep_looking():
+                return found
+            await asyncio.sleep(lookup.poll)
+        return None
+
+    async def find_run_by_idempotency_key(self, eval_id: str, key: str, *, since: float) -> EvalRun | None:
+        index = 0
+        async for run in self.list_runs(eval_id, order="desc"):
+            if matches_key(run, key):
+                log.info("Found run %s created earlier with idempotency key %s", run.id, key)
+                return run
+            if too_old(run, since) or index >= LOOKUP_MAX_RUNS:
+                break
+            index += 1
+        return None
+
+    def list_runs(
+        self,
+        eval_id: str,
+        *,
+        status: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> AsyncIterator[EvalRun]:
+        size = _page_size(limit)
+
+        def make(a: str | None) -> Call[Page[EvalRun]]:
+            return self.ops.list_runs(eval_id, after=a, limit=size, order=order, status=status)
+
+        return _aitems(self._pages(make, after))
+
+    async def get_run(self, eval_id: str, run_id: str, *, deadline: float | None = None) -> EvalRun:
+        return await self._execute(self.ops.get_run(eval_id, run_id), deadline=deadline)
+
+    async def cancel_run(self, eval_id: str, run_id: str, *, deadline: float | None = None) -> EvalRun:
+        first, second = self._cancel_routes()
+        try:
+            run = await self._execute(self.ops.cancel_run(eval_id, run_id, first), deadline=deadline)
+            self._cancel_route = first
+            return run
+        except EvalsNotFoundError as exc:
+            log.info(
+                "Cancel route %s answered HTTP %s; trying %s", first.value, exc.status_code, second.value
+            )
+            try:
+                run = await self._execute(self.ops.cancel_run(eval_id, run_id, second), deadline=deadline)
+            except EvalsNotFoundError:
+                raise exc from None
+            self._cancel_route = second
+            return run
+
+    async def delete_run(self, eval_id: str, run_id: str) -> DeletedObject:
+        return await self._execute(self.ops.delete_run(eval_id, run_id))
+
+    # -- output items --------------------------------------------------------------------------------------
+
+    def list_output_item_pages(
+        self,
+        eval_id: str,
+        run_id: str,
+        *,
+        status: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> AsyncIterator[Page[OutputItem]]:
+        size = _page_size(limit)
+
+        def make(a: str | None) -> Call[Page[OutputItem]]:
+            return self.ops.list_output_items(
+                eval_id, run_id, after=a, limit=size, order=order, status=status
+            )
+
+        return self._pages(make, after)
+
+    def list_output_items(
+        self,
+        eval_id: str,
+        run_id: str,
+        *,
+        status: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> AsyncIterator[OutputItem]:
+        return _aitems(
+            self.list_output_item_pages(eval_id, run_id, status=status, order=order, limit=limit, after=after)
+        )
+
+    async def get_output_item(self, eval_id: str, run_id: str, output_item_id: str) -> OutputItem:
+        return await self._execute(self.ops.get_output_item(eval_id, run_id, output_item_id))

@@ -1,0 +1,149 @@
+"""The one retry policy, used by the sync and the async transport alike.
+
+It follows the rules of the API's own Python client (see contract notes): retry connection errors,
+timeouts, 408, 409, 429 and 5xx; honour ``retry-after-ms`` then ``Retry-After`` (seconds or an HTTP date);
+give up at once when the server asks for a wait longer than the cap; otherwise back off exponentially with
+jitter. On top of that it can stop at an absolute deadline, so retries inside a trigger never outlive the
+wait the user configured.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import tenacity
+
+from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError
+
+log = logging.getLogger(__name__)
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After``; None if unsaid."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(raw)
+    if parsed is None:
+        return None
+    return max(email.utils.mktime_tz(parsed) - (time.time() if now is None else now), 0.0)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times, and how long apart, a transient failure is tried again.
+
+    ``max_attempts`` counts the first try (the official client's 2 retries are ``max_attempts=3``).
+    """
+
+    max_attempts: int = 3
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 120.0
+    jitter: float = 0.25
+    #: After a create whose connection failed mid-request, how long to keep looking the run up by its
+    #: idempotency key before posting again: the server may still be processing the first request.
+    create_settle_seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise EvalsConfigError("max_attempts", "must be at least 1")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+            raise EvalsConfigError("retry delays", "must not be negative")
+        if not 0 <= self.jitter < 1:
+            raise EvalsConfigError("jitter", "must be in [0, 1)")
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """Transient API errors are retried, unless the server said not to or asked for too long a wait."""
+        if not isinstance(exc, EvalsAPIError):
+            return False
+        if exc.should_retry is False:
+            return False
+        if not (exc.transient or exc.should_retry):
+            return False
+        return not (exc.retry_after is not None and exc.retry_after > self.max_retry_after)
+
+    def backoff(self, retries_taken: int) -> float:
+        """Exponential backoff with downward jitter, as ``min(0.5 * 2**n, 8) * (1 - 0.25 * random())``."""
+        delay = min(self.initial_delay * (2.0**retries_taken), self.max_delay)
+        return delay * (1.0 - self.jitter * random.random())
+
+    def wait_for(self, retries_taken: int, exc: BaseException | None) -> float:
+        """The pause before the next try: what the server asked for, else the backoff."""
+        if isinstance(exc, EvalsAPIError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after)
+        return self.backoff(retries_taken)
+
+    # -- tenacity plumbing ---------------------------------------------------------------------------------
+
+    def _tenacity_kwargs(
+        self,
+        deadline: float | None,
+        retry_if: Callable[[BaseException], bool] | None,
+        clock: Callable[[], float],
+    ) -> dict[str, object]:
+        predicate = retry_if or self.is_retryable
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self.wait_for(state.attempt_number - 1, exc)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            if state.attempt_number >= self.max_attempts:
+                return True
+            # Never start a pause that would end after the deadline: the caller's wait is over by then.
+            return deadline is not None and clock() + state.upcoming_sleep >= deadline
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "Evals API call failed (attempt %d of %d), retrying in %.2fs: %s",
+                state.attempt_number,
+                self.max_attempts,
+                state.upcoming_sleep,
+                exc,
+            )
+
+        return {
+            "retry": tenacity.retry_if_exception(predicate),
+            "wait": wait,
+            "stop": stop,
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+    def retrying(
+        self,
+        *,
+        deadline: float | None = None,
+        retry_if: Callable[[BaseException], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> tenacity.Retrying:
+        """A tenacity ``Retrying`` for blocking code (``for attempt in policy.retrying(): with attempt: ...``)."""
+        return tenacity.Retrying(**self._tenacity_kwargs(deadline, retry_if, clock))  # type: ignore[arg-type]
+
+    def async_retrying(
+        self,
+        *,
+        deadline: float | None = None,
+        retry_if: Callable[[BaseException], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> tenacity.AsyncRetrying:
+        """The same policy for coroutines; its pauses are ``asyncio.sleep`` and never block the loop."""
+        return tenacity.AsyncRetrying(**self._tenacity_kwargs(deadline, retry_if, clock))  # type: ignore[arg-type]
