@@ -16,9 +16,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import SecretStr
 
+from airflow_provider_aoai_evals.api.defaults import DEFAULT_ENTRA_SCOPE
 from airflow_provider_aoai_evals.api.errors import EvalsAuthenticationError, EvalsConfigError
-
-DEFAULT_ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 @runtime_checkable

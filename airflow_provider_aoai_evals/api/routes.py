@@ -11,14 +11,14 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
+from airflow_provider_aoai_evals.api.defaults import AZURE_API_VERSIONS
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.validation import validate_id
 
 Flavor = Literal["openai", "azure"]
-FLAVORS: tuple[Flavor, ...] = ("openai", "azure")
+FLAVORS: tuple[Flavor, ...] = ("openai", "azure")  # == defaults.FLAVORS, typed as Flavor
 
 AZURE_PREVIEW_HEADER = ("aoai-evals", "preview")
-AZURE_API_VERSIONS = ("v1", "preview")
 AZURE_API_SUFFIX = "/openai/v1"
 
 

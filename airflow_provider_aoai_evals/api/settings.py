@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_aoai_evals import __version__
 from airflow_provider_aoai_evals.api.auth import AuthProvider
+from airflow_provider_aoai_evals.api.defaults import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.retry import RetryPolicy
 from airflow_provider_aoai_evals.api.routes import (
@@ -54,8 +55,8 @@ class ClientSettings:
     api_version: str | None = None
     organization: str | None = None
     project: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
     proxy: str | None = None
     ca_bundle: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)

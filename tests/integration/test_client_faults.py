@@ -181,7 +181,7 @@ def test_deadline_bounds_retries(
     with pytest.raises(EvalsServerError):
         client.get_run(eval_id, run_id, deadline=started + 1.0)
     assert time.time() - started < 1.2
-    assert 2 <= gets(server) <= 6
+    assert 2 <= gets(server) <= 8  # pauses of 0.15-0.2 s (jitter) in a 1 s budget
 
 
 # -- create: never a duplicate run -------------------------------------------------------------------------

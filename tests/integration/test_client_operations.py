@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_aoai_evals.api.auth import ApiKeyAuth
 from airflow_provider_aoai_evals.api.errors import EvalsNotFoundError
 from airflow_provider_aoai_evals.api.models import Eval, EvalRun, OutputItem
+from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
 
 from .conftest import CRITERIA, DATA_SOURCE_CONFIG, ClientFactory, make_settings, rows
@@ -140,3 +142,18 @@ def test_organization_project_and_preview_headers(
         assert "aoai-evals" not in headers
     else:
         assert headers["aoai-evals"] == "preview" and record.query.get("api-version") == "preview"
+
+
+def test_environment_proxy_settings_are_read_once_and_honour_no_proxy(
+    server: FakeEvalsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_aoai_evals.api.client import EvalsClient
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    client = EvalsClient(make_settings(server))
+    assert client._session.proxies == {} and client._session.trust_env is False
+    list(client.list_evals())  # reaches the loopback server directly
+    monkeypatch.setenv("NO_PROXY", "")
+    proxied = EvalsClient(ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k")))
+    assert proxied._session.proxies.get("https") == "http://proxy.invalid:3128"

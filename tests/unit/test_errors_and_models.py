@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from airflow_provider_aoai_evals.api.errors import (
 )
 from airflow_provider_aoai_evals.api.models import EvalRun, OutputItem, Page, is_terminal
 
-SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "spec"
+SPEC_DIR = Path(
+    os.environ.get("AOAI_EVALS_SPEC_DIR") or Path(__file__).resolve().parents[3] / "shared" / "spec"
+)
 
 
 def test_openai_error_body() -> None:

@@ -1,0 +1,57 @@
+"""Provider metadata, read by Airflow through the ``apache_airflow_provider`` entry point.
+
+Lists only modules that exist; add an operator, sensor, trigger or link module here when it lands
+(``tests/test_provider_info.py`` fails when one is missing). The connection form comes from
+:mod:`airflow_provider_aoai_evals.hooks.connection_form`, its one source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_aoai_evals import __version__
+from airflow_provider_aoai_evals.hooks import connection_form
+
+PACKAGE_NAME = "airflow-provider-aoai-evals"
+INTEGRATION_NAME = "OpenAI / Azure OpenAI Evals"
+
+#: Provider-info section -> modules of this package that belong to it (only modules that exist).
+MODULES: dict[str, list[str]] = {
+    "hooks": ["airflow_provider_aoai_evals.hooks.evals"],
+    "sensors": ["airflow_provider_aoai_evals.sensors.eval_run"],
+    "triggers": ["airflow_provider_aoai_evals.triggers.eval_run"],
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider info dict (validated against Airflow's ``provider_info.schema.json`` in tests)."""
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "OpenAI / Azure OpenAI Evals",
+        "description": (
+            "Run and gate on OpenAI and Azure OpenAI Evals: start eval runs, wait for them without holding "
+            "a worker slot, export their output items and branch or fail on pass rates."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION_NAME,
+                "external-doc-url": "https://platform.openai.com/docs/api-reference/evals",
+                "tags": ["ai"],
+            }
+        ],
+        **{
+            section: [{"integration-name": INTEGRATION_NAME, "python-modules": modules}]
+            for section, modules in MODULES.items()
+            if modules
+        },
+        "connection-types": [
+            {
+                "connection-type": connection_form.CONN_TYPE,
+                "hook-class-name": connection_form.HOOK_CLASS_NAME,
+                "hook-name": connection_form.HOOK_NAME,
+                "conn-fields": connection_form.conn_fields(),
+                "ui-field-behaviour": connection_form.provider_ui_field_behaviour(),
+            }
+        ],
+    }
