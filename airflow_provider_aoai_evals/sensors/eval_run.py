@@ -1,0 +1,174 @@
+"""EvalRunSensor: wait for an eval run to finish, deferrable by default setting, poke/reschedule too."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    Context,
+    PokeReturnValue,
+    conf,
+)
+
+from airflow_provider_aoai_evals.api.errors import EvalsAPIError
+from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
+from airflow_provider_aoai_evals.api.summary import summarize
+from airflow_provider_aoai_evals.api.validation import validate_id
+from airflow_provider_aoai_evals.exceptions import EvalRunError, run_ended_message
+from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.triggers.eval_run import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    EVENT_STATUSES,
+    EvalRunTrigger,
+)
+
+
+class EvalRunSensor(BaseSensorOperator):
+    """Wait for an eval run (started by this DAG or elsewhere) to reach a terminal status.
+
+    Returns the run summary (status, counts, pass rates overall and per criterion, usage, report_url) as
+    its XCom. A terminal status not in ``success_statuses`` fails the task with an error naming the run,
+    the eval, the status and the API's message.
+
+    :param eval_id: the eval (templated).
+    :param run_id: the run (templated).
+    :param conn_id: an ``aoai_evals`` connection.
+    :param success_statuses: terminal statuses that count as success (default: only ``completed``).
+    :param deferrable: wait in the triggerer instead of a worker slot; defaults to Airflow's
+        ``[operators] default_deferrable``. The run is checked once before deferring.
+    :param max_consecutive_failures: transient polling failures in a row tolerated while deferred.
+    :param cancel_on_kill: on Airflow 3.3+, cancel the run when a user marks the deferred task failed or
+        succeeded or clears it (opt-in; the run may be shared with other consumers).
+
+    ``poke_interval``, ``timeout`` (the whole wait, in seconds), ``soft_fail`` and ``mode`` work as on
+    every Airflow sensor; the deferred wait honours ``timeout``, not ``execution_timeout``.
+    """
+
+    template_fields: Sequence[str] = ("eval_id", "run_id")
+    ui_color = "#d5e8f6"
+
+    def __init__(
+        self,
+        *,
+        eval_id: str,
+        run_id: str,
+        conn_id: str = EvalsHook.default_conn_name,
+        success_statuses: Sequence[str] = (RunStatus.COMPLETED,),
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        cancel_on_kill: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.eval_id = eval_id
+        self.run_id = run_id
+        self.conn_id = conn_id
+        unknown = set(success_statuses) - RunStatus.TERMINAL
+        if not success_statuses or unknown:
+            raise ValueError(
+                f"success_statuses must be a non-empty subset of {sorted(RunStatus.TERMINAL)}; got {list(success_statuses)}"
+            )
+        self.success_statuses = list(success_statuses)
+        self.deferrable = deferrable
+        self.max_consecutive_failures = max_consecutive_failures
+        self.cancel_on_kill = cancel_on_kill
+
+    @cached_property
+    def hook(self) -> EvalsHook:
+        return EvalsHook(self.conn_id)
+
+    def _check_ids(self) -> None:
+        validate_id("eval_id", self.eval_id)
+        validate_id("run_id", self.run_id)
+
+    def _finish(self, run: EvalRun) -> dict[str, Any]:
+        """A terminal run: its summary if its status is accepted, else the error a person can act on."""
+        summary = summarize(run)
+        if run.status not in self.success_statuses:
+            raise EvalRunError(
+                run_ended_message(self.eval_id, self.run_id, run.status, summary.error_message),
+                eval_id=self.eval_id,
+                run_id=self.run_id,
+                status=run.status,
+                api_message=summary.error_message,
+            )
+        self.log.info("%s", summary.progress_line())
+        return summary.to_xcom()
+
+    def execute(self, context: Context) -> Any:  # noqa: RET503 - defer() raises TaskDeferred
+        self._check_ids()
+        if not self.deferrable:
+            return super().execute(context)
+        try:
+            run = self.hook.get_conn().get_run(self.eval_id, self.run_id)
+        except EvalsAPIError as exc:
+            if not exc.transient:
+                raise
+            # The trigger tolerates a run of transient failures; the pre-check must not be stricter.
+            self.log.warning(
+                "Could not check eval run %s before deferring (%s); deferring anyway", self.run_id, exc
+            )
+        else:
+            if run.is_terminal:  # already done: no deferral, no triggerer round trip
+                return self._finish(run)
+            self.log.info("%s; deferring until it finishes", summarize(run).progress_line())
+        self.defer(
+            trigger=EvalRunTrigger(
+                eval_id=self.eval_id,
+                run_id=self.run_id,
+                conn_id=self.conn_id,
+                poll_interval=self.poke_interval,
+                deadline=time.time() + self.timeout,
+                success_statuses=self.success_statuses,
+                max_consecutive_failures=self.max_consecutive_failures,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        try:
+            run = self.hook.get_conn().get_run(self.eval_id, self.run_id)
+        except EvalsAPIError as exc:
+            if not exc.transient:
+                raise
+            self.log.warning("Polling eval run %s failed, will poke again: %s", self.run_id, exc)
+            return False
+        if not run.is_terminal:
+            self.log.info("%s", summarize(run).progress_line())
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(run))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Accept only the events EvalRunTrigger yields; anything else is an error, never a success."""
+        status = (event or {}).get("status")
+        if status not in EVENT_STATUSES:
+            raise EvalRunError(
+                f"Unexpected event from the trigger for eval run {self.run_id}: {event!r}",
+                eval_id=self.eval_id,
+                run_id=self.run_id,
+            )
+        assert event is not None
+        message = str(event.get("message"))
+        if status == "success":
+            summary: dict[str, Any] = event["summary"]
+            self.log.info("%s", message)
+            return summary
+        if status == "timeout":
+            raise AirflowSensorTimeout(message)
+        error = event.get("error") or {}
+        summary = event.get("summary") or {}
+        raise EvalRunError(
+            message,
+            eval_id=self.eval_id,
+            run_id=self.run_id,
+            status=event.get("run_status"),
+            api_message=summary.get("error_message") or error.get("message"),
+        )

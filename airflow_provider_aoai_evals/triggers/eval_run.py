@@ -1,0 +1,187 @@
+"""EvalRunTrigger: waits for one eval run in the triggerer, without a worker slot.
+
+It polls with the async client (one shared aiohttp session per loop and endpoint, so thousands of waits
+share a connection pool), yields exactly one event, and keeps only ids, intervals and an absolute
+deadline in its kwargs, so a triggerer restart resumes the same wait and no secret is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_aoai_evals.api.client import AsyncEvalsClient
+from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
+from airflow_provider_aoai_evals.api.models import RunStatus
+from airflow_provider_aoai_evals.api.summary import summarize
+from airflow_provider_aoai_evals.exceptions import run_ended_message
+from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+
+#: The event statuses this trigger yields; ``execute_complete`` accepts only these.
+EVENT_STATUSES = ("success", "failure", "timeout", "error")
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+
+
+def _error_fields(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, EvalsAPIError):
+        return {
+            "status_code": exc.status_code,
+            "request_id": exc.request_id,
+            "code": exc.code,
+            "message": exc.message,
+        }
+    return {"status_code": None, "request_id": None, "code": None, "message": str(exc)}
+
+
+class EvalRunTrigger(BaseTrigger):
+    """Poll an eval run until it reaches a terminal status, the deadline passes, or polling must stop.
+
+    :param eval_id: the eval.
+    :param run_id: the run to wait for.
+    :param conn_id: an ``aoai_evals`` connection.
+    :param poll_interval: seconds between polls.
+    :param deadline: absolute end of the wait (epoch seconds); survives triggerer restarts.
+    :param success_statuses: terminal statuses that yield ``success``; other terminal ones yield ``failure``.
+    :param max_consecutive_failures: transient poll failures in a row tolerated before giving up
+        (each poll already retries with backoff inside the client). Permanent errors end the wait at once.
+    :param cancel_on_kill: on Airflow 3.3+, cancel the run when a user marks the deferred task failed or
+        succeeded, or clears it. Airflow 3.1 and 3.2 never call ``on_kill``.
+    :param cancel_timeout: upper bound in seconds for that cancel.
+    """
+
+    def __init__(
+        self,
+        *,
+        eval_id: str,
+        run_id: str,
+        conn_id: str = EvalsHook.default_conn_name,
+        poll_interval: float = 30.0,
+        deadline: float,
+        success_statuses: Sequence[str] = (RunStatus.COMPLETED,),
+        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        cancel_on_kill: bool = False,
+        cancel_timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.eval_id = eval_id
+        self.run_id = run_id
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = float(deadline)
+        self.success_statuses = list(success_statuses)
+        self.max_consecutive_failures = int(max_consecutive_failures)
+        self.cancel_on_kill = bool(cancel_on_kill)
+        self.cancel_timeout = float(cancel_timeout)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "eval_id": self.eval_id,
+                "run_id": self.run_id,
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "success_statuses": list(self.success_statuses),
+                "max_consecutive_failures": self.max_consecutive_failures,
+                "cancel_on_kill": self.cancel_on_kill,
+                "cancel_timeout": self.cancel_timeout,
+            },
+        )
+
+    def _event(self, status: str, message: str, **extra: Any) -> TriggerEvent:
+        payload = {"status": status, "eval_id": self.eval_id, "run_id": self.run_id, "message": message}
+        payload.update(extra)
+        return TriggerEvent(payload)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            client = await EvalsHook(self.conn_id).get_async_conn()
+        except (EvalsError, AirflowNotFoundException) as exc:
+            yield self._event(
+                "error", f"Cannot watch eval run {self.run_id}: {exc}", error=_error_fields(exc)
+            )
+            return
+        async with client:
+            yield await self._wait(client)
+
+    async def _wait(self, client: AsyncEvalsClient) -> TriggerEvent:
+        failures = 0
+        last_status: str | None = None
+        last_line = ""
+        while True:
+            if time.time() >= self.deadline:
+                return self._event(
+                    "timeout",
+                    f"Eval run {self.run_id} of eval {self.eval_id} was still {last_status or 'unknown'} "
+                    "when the wait's deadline passed",
+                    run_status=last_status,
+                )
+            try:
+                run = await client.get_run(self.eval_id, self.run_id, deadline=self.deadline)
+            except EvalsConfigError as exc:
+                return self._event("error", str(exc), error=_error_fields(exc))
+            except EvalsAPIError as exc:
+                if not exc.transient:
+                    return self._event(
+                        "error",
+                        f"Polling eval run {self.run_id} failed permanently: {exc}",
+                        error=_error_fields(exc),
+                    )
+                failures += 1
+                if failures >= self.max_consecutive_failures:
+                    return self._event(
+                        "error",
+                        f"Polling eval run {self.run_id} failed {failures} times in a row; last error: {exc}",
+                        error=_error_fields(exc),
+                    )
+                self.log.warning(
+                    "Polling eval run %s failed (%d in a row), will retry: %s", self.run_id, failures, exc
+                )
+            else:
+                failures = 0
+                last_status = run.status
+                summary = summarize(run)
+                line = summary.progress_line()
+                if line != last_line:  # one line per change, not one per poll of an unchanged run
+                    self.log.info("%s", line)
+                    last_line = line
+                if run.is_terminal:
+                    ok = run.status in self.success_statuses
+                    api_message = summary.error_message
+                    message = (
+                        f"Eval run {self.run_id} of eval {self.eval_id} finished: {run.status}"
+                        if ok
+                        else run_ended_message(self.eval_id, self.run_id, run.status, api_message)
+                    )
+                    return self._event(
+                        "success" if ok else "failure",
+                        message,
+                        run_status=run.status,
+                        summary=summary.to_xcom(),
+                    )
+            await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
+
+    async def on_kill(self) -> None:
+        """Cancel the run when a user kills the deferred task (Airflow 3.3+). Best-effort and bounded:
+        failures are logged, never raised; cancelling a finished run is harmless."""
+        if not self.cancel_on_kill:
+            return
+        try:
+            status = await asyncio.wait_for(self._cancel(), timeout=self.cancel_timeout)
+            self.log.info("on_kill: eval run %s is now %s", self.run_id, status)
+        except (EvalsError, asyncio.TimeoutError) as exc:
+            self.log.warning("on_kill: could not cancel eval run %s: %r", self.run_id, exc)
+
+    async def _cancel(self) -> str:
+        client = await EvalsHook(self.conn_id).get_async_conn()
+        async with client:
+            run = await client.cancel_run(
+                self.eval_id, self.run_id, deadline=time.time() + self.cancel_timeout
+            )
+        return run.status
