@@ -17,10 +17,10 @@ import os
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import requests
@@ -36,7 +36,7 @@ from airflow_provider_aoai_evals.api.errors import (
     error_from_response,
     request_id_from,
 )
-from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, OutputItem, Page
+from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, FileObject, OutputItem, Page
 from airflow_provider_aoai_evals.api.operations import (
     LOOKUP_MAX_RUNS,
     Call,
@@ -201,12 +201,17 @@ class EvalsClient(_Common):
     def _send(self, call: Call[R], deadline: float | None) -> R:
         req = call.request
         headers = {**req.headers, **self.settings.auth.headers()}
+        data: Any = None
+        if call.upload is not None:
+            headers["Content-Type"] = call.upload.content_type
+            data = call.upload.reader()
         try:
             resp = self._session.request(
                 req.method,
                 self._url(req),
                 params=req.query or None,
                 json=call.body,
+                data=data,
                 headers=headers,
                 timeout=_attempt_timeout(self.settings, deadline),
             )
@@ -351,9 +356,13 @@ class EvalsClient(_Common):
 
     def find_run_by_idempotency_key(self, eval_id: str, key: str, *, since: float) -> EvalRun | None:
         """The newest run of the eval carrying ``key``, scanning newest first back to ``since`` (epoch s)."""
+        return self.find_run(eval_id, lambda run: matches_key(run, key), since=since)
+
+    def find_run(self, eval_id: str, predicate: Callable[[EvalRun], bool], *, since: float) -> EvalRun | None:
+        """The newest run matching ``predicate``, scanning newest first back to ``since`` (bounded)."""
         for index, run in enumerate(self.list_runs(eval_id, order="desc")):
-            if matches_key(run, key):
-                log.info("Found run %s created earlier with idempotency key %s", run.id, key)
+            if predicate(run):
+                log.info("Found run %s started earlier (%s)", run.id, run.status)
                 return run
             if too_old(run, since) or index >= LOOKUP_MAX_RUNS:
                 break
@@ -437,6 +446,17 @@ class EvalsClient(_Common):
 
     def get_output_item(self, eval_id: str, run_id: str, output_item_id: str) -> OutputItem:
         return self._execute(self.ops.get_output_item(eval_id, run_id, output_item_id))
+
+    # -- files ---------------------------------------------------------------------------------------------
+
+    def upload_file(
+        self, open_stream: Callable[[], BinaryIO], *, filename: str, size: int, purpose: str = "evals"
+    ) -> FileObject:
+        """Upload a dataset through the Files API, streamed from ``open_stream()`` (called once per attempt).
+
+        Sync only: uploads happen in operators on a worker, never in the triggerer.
+        """
+        return self._execute(self.ops.upload_file(open_stream, filename=filename, size=size, purpose=purpose))
 
 
 def _requests_sent(exc: BaseException) -> bool:
@@ -708,10 +728,15 @@ class AsyncEvalsClient(_Common):
         return None
 
     async def find_run_by_idempotency_key(self, eval_id: str, key: str, *, since: float) -> EvalRun | None:
+        return await self.find_run(eval_id, lambda run: matches_key(run, key), since=since)
+
+    async def find_run(
+        self, eval_id: str, predicate: Callable[[EvalRun], bool], *, since: float
+    ) -> EvalRun | None:
         index = 0
         async for run in self.list_runs(eval_id, order="desc"):
-            if matches_key(run, key):
-                log.info("Found run %s created earlier with idempotency key %s", run.id, key)
+            if predicate(run):
+                log.info("Found run %s started earlier (%s)", run.id, run.status)
                 return run
             if too_old(run, since) or index >= LOOKUP_MAX_RUNS:
                 break

@@ -129,6 +129,16 @@ class OutputItem(_Lenient):
     sample: dict[str, Any] | None = None
 
 
+class FileObject(_Lenient):
+    object: str = "file"
+    id: str
+    bytes: int | None = None
+    filename: str | None = None
+    purpose: str | None = None
+    status: str | None = None
+    created_at: int | None = None
+
+
 class DeletedObject(_Lenient):
     """Delete responses differ by flavor (``run_id`` vs Azure's ``eval_run_id``); keep them all."""
 

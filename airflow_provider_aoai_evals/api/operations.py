@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -18,7 +18,8 @@ from airflow_provider_aoai_evals.api.errors import (
     EvalsConnectionError,
     EvalsServerError,
 )
-from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, OutputItem, Page
+from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, FileObject, OutputItem, Page
+from airflow_provider_aoai_evals.api.multipart import MultipartUpload
 from airflow_provider_aoai_evals.api.routes import Operation, PreparedRequest, prepare
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.validation import METADATA_MAX_KEYS, validate_id, validate_metadata
@@ -44,6 +45,8 @@ class Call(Generic[R]):
     request: PreparedRequest
     body: dict[str, Any] | None
     parse: Callable[[Any], R]
+    #: A streamed multipart body instead of JSON (file uploads).
+    upload: MultipartUpload | None = None
 
 
 def _model(model: type[M]) -> Callable[[Any], M]:
@@ -177,6 +180,18 @@ class Operations:
         query = {**_page_query(after, limit, order), "status": status}
         req = self._prepare(Operation.LIST_OUTPUT_ITEMS, query, eval_id=eval_id, run_id=run_id)
         return Call(req, None, _page(OutputItem))
+
+    def upload_file(
+        self, open_stream: Callable[[], BinaryIO], *, filename: str, size: int, purpose: str = "evals"
+    ) -> Call[FileObject]:
+        if not filename or "/" in filename:
+            raise EvalsConfigError("filename", f"{filename!r} must be a plain file name")
+        if size < 0:
+            raise EvalsConfigError("size", "must not be negative")
+        upload = MultipartUpload(
+            open=open_stream, filename=filename, size=size, fields=(("purpose", purpose),)
+        )
+        return Call(self._prepare(Operation.UPLOAD_FILE), None, _model(FileObject), upload)
 
     def get_output_item(self, eval_id: str, run_id: str, output_item_id: str) -> Call[OutputItem]:
         req = self._prepare(

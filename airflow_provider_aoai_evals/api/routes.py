@@ -38,6 +38,7 @@ class Operation(str, enum.Enum):
     DELETE_RUN = "delete_run"
     LIST_OUTPUT_ITEMS = "list_output_items"
     GET_OUTPUT_ITEM = "get_output_item"
+    UPLOAD_FILE = "upload_file"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ _ROUTES: dict[Operation, Route] = {
     Operation.GET_OUTPUT_ITEM: Route(
         "GET", "/evals/{eval_id}/runs/{run_id}/output_items/{output_item_id}", idempotent=True
     ),
+    # Files API (both flavors): datasets too large to send inline are uploaded and referenced by file id.
+    Operation.UPLOAD_FILE: Route("POST", "/files", idempotent=False),
 }
 
 # Cancel: the spec and Azure use POST .../runs/{id}; newer OpenAI clients and OpenAI's docs use .../cancel.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import email.parser
+import email.policy
 import json
 import threading
 import time
@@ -54,6 +56,7 @@ CONTEXT_KEY: web.AppKey[ServerContext] = web.AppKey("fake_evals_context")
 # Per-request values passed from the middleware to handlers. aiohttp runs each request in its own task,
 # so context variables are request-scoped without depending on a particular aiohttp's request-key API.
 _BODY: contextvars.ContextVar[Any] = contextvars.ContextVar("fake_evals_body", default=None)
+_RAW: contextvars.ContextVar[bytes] = contextvars.ContextVar("raw_body", default=b"")
 _STATUS_OVERRIDE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "fake_evals_status", default=None
 )
@@ -238,10 +241,14 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     body: Any = None
     if request.can_read_body:
         raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
+        if request.content_type == "multipart/form-data":
+            body = {"multipart_bytes": len(raw)}  # uploads are logged by size, not content
+            _RAW.set(raw)
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
     record = RequestRecord(
         method=request.method,
         path=path,
@@ -356,6 +363,30 @@ def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 # ---- API handlers ---------------------------------------------------------------------------------
+async def create_file(request: web.Request) -> web.StreamResponse:
+    """Files API upload (multipart ``purpose`` + ``file``), as clients send datasets too big to inline."""
+    if request.content_type != "multipart/form-data":
+        raise ApiError(400, "Uploads must be multipart/form-data with 'purpose' and 'file'.", param="file")
+    # The middleware has read the body already; parse the cached bytes with the stdlib MIME parser.
+    header = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + _RAW.get())
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = (part.get_filename(), payload)
+    if "file" not in fields or "purpose" not in fields:
+        raise ApiError(400, "Missing 'file' or 'purpose' in the upload.", param="file")
+    filename, content = fields["file"]
+    purpose = fields["purpose"][1].decode()
+    return _json_response(_ctx(request).state.create_file(filename or "upload.jsonl", purpose, content))
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    return _json_response(_ctx(request).state.get_file(request.match_info["file_id"]))
+
+
 def _ctx(request: web.Request) -> ServerContext:
     return request.app[CONTEXT_KEY]
 
@@ -575,6 +606,8 @@ def build_app(ctx: ServerContext) -> web.Application:
     r.add_post(run + "/cancel", cancel_run_suffix)
     r.add_get(run + "/output_items", list_output_items, allow_head=False)
     r.add_get(run + "/output_items/{item_id}", get_output_item, allow_head=False)
+    r.add_post(root + "/files", create_file)
+    r.add_get(root + "/files/{file_id}", get_file, allow_head=False)
     c = CONTROL_PREFIX
     r.add_get(c + "/health", ctl_health, allow_head=False)
     r.add_post(c + "/faults", ctl_add_fault)

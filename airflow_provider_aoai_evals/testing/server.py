@@ -165,6 +165,12 @@ class FakeEvalsServer:
         return self._ctx.accepted_tokens
 
     # ---- data -----------------------------------------------------------------------------------
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        """Files uploaded through the Files API (metadata only), oldest first."""
+        with self._state.lock:
+            return [dict(f) for f in self._state.files.values()]
+
     def add_eval(
         self,
         name: str | None = None,

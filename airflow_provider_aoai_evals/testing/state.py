@@ -622,6 +622,9 @@ class FakeState:
     runs: dict[str, RunRecord] = field(default_factory=dict)
     runs_by_eval: dict[str, list[str]] = field(default_factory=dict)
     next_scripts: deque[RunScript] = field(default_factory=deque)
+    #: Uploaded files (purpose ``evals``): their JSONL rows feed runs whose source is ``file_id``.
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_rows: dict[str, list[Any]] = field(default_factory=dict)
     seq: int = 0
     # Instrumentation for tests that assert paging stays O(total): items built and indices scanned.
     item_builds: int = 0
@@ -633,6 +636,8 @@ class FakeState:
             self.runs.clear()
             self.runs_by_eval.clear()
             self.next_scripts.clear()
+            self.files.clear()
+            self.file_rows.clear()
             self.default_script = RunScript()
             self.item_builds = 0
             self.scan_steps = 0
@@ -742,6 +747,9 @@ class FakeState:
         raw_source = data_source.get("source")
         source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
         rows = source.get("content") if source.get("type") == "file_content" else None
+        if source.get("type") == "file_id":
+            with self.lock:
+                rows = self.file_rows.get(str(source.get("id")), rows)
         n_items = script.output_items if script.output_items is not None else (len(rows) if rows else 0)
         model = script.model or data_source.get("model") or "gpt-4o-mini"
         with self.lock:
@@ -778,6 +786,45 @@ class FakeState:
             self.runs[run_id] = run
             self.runs_by_eval[eval_id].append(run_id)
             return run.to_api(self.clock())
+
+    # ---- files ----------------------------------------------------------------------------------
+    def create_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
+        """Store an uploaded JSONL file; each non-empty line must be a JSON object with an ``item``."""
+        import json
+
+        if purpose != "evals":
+            raise ApiError(400, f"Invalid purpose {purpose!r} for this fake: use 'evals'.", param="purpose")
+        rows: list[Any] = []
+        for number, line in enumerate(content.decode("utf-8", "replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise ApiError(400, f"Invalid JSON on line {number} of {filename}.", param="file") from None
+            if not isinstance(row, dict) or "item" not in row:
+                raise ApiError(400, f"Line {number} of {filename} has no 'item' object.", param="file")
+            rows.append(row)
+        with self.lock:
+            file_id = f"file-{_new_hex()[:24]}"
+            record = {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(content),
+                "created_at": int(self.wall_clock()),
+                "filename": filename,
+                "purpose": purpose,
+                "status": "processed",
+            }
+            self.files[file_id] = record
+            self.file_rows[file_id] = rows
+            return dict(record)
+
+    def get_file(self, file_id: str) -> dict[str, Any]:
+        with self.lock:
+            if file_id not in self.files:
+                raise ApiError(404, f"No such File object: {file_id}", param="id", code="not_found")
+            return dict(self.files[file_id])
 
     def _prepare_padding(self, run: RunRecord) -> None:
         """Measure item 0 once and pad every item's prompt to reach ``item_bytes`` (shared string, O(1))."""
