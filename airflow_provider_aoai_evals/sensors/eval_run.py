@@ -9,7 +9,6 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.common.compat.sdk import (
-    AirflowSensorTimeout,
     BaseSensorOperator,
     Context,
     PokeReturnValue,
@@ -20,11 +19,11 @@ from airflow_provider_aoai_evals.api.errors import EvalsAPIError
 from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
-from airflow_provider_aoai_evals.exceptions import EvalRunError, run_ended_message
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
+from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
 from airflow_provider_aoai_evals.triggers.eval_run import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
-    EVENT_STATUSES,
     EvalRunTrigger,
 )
 
@@ -51,6 +50,7 @@ class EvalRunSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("eval_id", "run_id")
+    operator_extra_links = (EvalRunReportLink(),)
     ui_color = "#d5e8f6"
 
     def __init__(
@@ -69,15 +69,11 @@ class EvalRunSensor(BaseSensorOperator):
         self.eval_id = eval_id
         self.run_id = run_id
         self.conn_id = conn_id
-        unknown = set(success_statuses) - RunStatus.TERMINAL
-        if not success_statuses or unknown:
-            raise ValueError(
-                f"success_statuses must be a non-empty subset of {sorted(RunStatus.TERMINAL)}; got {list(success_statuses)}"
-            )
-        self.success_statuses = list(success_statuses)
+        self.success_statuses = check_success_statuses(success_statuses)
         self.deferrable = deferrable
         self.max_consecutive_failures = max_consecutive_failures
         self.cancel_on_kill = cancel_on_kill
+        self._published: str | None = None
 
     @cached_property
     def hook(self) -> EvalsHook:
@@ -88,18 +84,9 @@ class EvalRunSensor(BaseSensorOperator):
         validate_id("run_id", self.run_id)
 
     def _finish(self, run: EvalRun) -> dict[str, Any]:
-        """A terminal run: its summary if its status is accepted, else the error a person can act on."""
-        summary = summarize(run)
-        if run.status not in self.success_statuses:
-            raise EvalRunError(
-                run_ended_message(self.eval_id, self.run_id, run.status, summary.error_message),
-                eval_id=self.eval_id,
-                run_id=self.run_id,
-                status=run.status,
-                api_message=summary.error_message,
-            )
-        self.log.info("%s", summary.progress_line())
-        return summary.to_xcom()
+        result = finished_run_result(run, self.success_statuses)
+        self.log.info("%s", summarize(run).progress_line())
+        return result
 
     def execute(self, context: Context) -> Any:  # noqa: RET503 - defer() raises TaskDeferred
         self._check_ids()
@@ -115,6 +102,7 @@ class EvalRunSensor(BaseSensorOperator):
                 "Could not check eval run %s before deferring (%s); deferring anyway", self.run_id, exc
             )
         else:
+            publish_report_url(context, run.report_url)  # the link works while deferred
             if run.is_terminal:  # already done: no deferral, no triggerer round trip
                 return self._finish(run)
             self.log.info("%s; deferring until it finishes", summarize(run).progress_line())
@@ -142,33 +130,16 @@ class EvalRunSensor(BaseSensorOperator):
             self.log.warning("Polling eval run %s failed, will poke again: %s", self.run_id, exc)
             return False
         if not run.is_terminal:
+            if self._published != run.report_url:
+                publish_report_url(context, run.report_url)
+                self._published = run.report_url
             self.log.info("%s", summarize(run).progress_line())
             return False
+        publish_report_url(context, run.report_url)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(run))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Accept only the events EvalRunTrigger yields; anything else is an error, never a success."""
-        status = (event or {}).get("status")
-        if status not in EVENT_STATUSES:
-            raise EvalRunError(
-                f"Unexpected event from the trigger for eval run {self.run_id}: {event!r}",
-                eval_id=self.eval_id,
-                run_id=self.run_id,
-            )
-        assert event is not None
-        message = str(event.get("message"))
-        if status == "success":
-            summary: dict[str, Any] = event["summary"]
-            self.log.info("%s", message)
-            return summary
-        if status == "timeout":
-            raise AirflowSensorTimeout(message)
-        error = event.get("error") or {}
-        summary = event.get("summary") or {}
-        raise EvalRunError(
-            message,
-            eval_id=self.eval_id,
-            run_id=self.run_id,
-            status=event.get("run_status"),
-            api_message=summary.get("error_message") or error.get("message"),
-        )
+        result = event_result(event, eval_id=self.eval_id, run_id=self.run_id)
+        self.log.info("%s", (event or {}).get("message"))
+        return result

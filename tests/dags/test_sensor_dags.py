@@ -88,3 +88,14 @@ def test_429_and_503_burst_during_the_wait(dagbag: Any, server: FakeEvalsServer)
     )
     assert state == "success"
     assert not server.pending_faults  # every injected fault was met and survived
+
+
+def test_sensor_publishes_report_link(dagbag: Any, server: FakeEvalsServer) -> None:
+    from airflow_provider_aoai_evals.links import EvalRunReportLink
+
+    eval_id = server.add_eval(name="e")["id"]
+    run_id = server.add_run(eval_id, quick())["id"]
+    dag_run = dagbag.get_dag("sensor_deferrable").test(run_conf={"eval_id": eval_id, "run_id": run_id})
+    report_url = server.get_run(run_id)["report_url"]
+    assert xcom_value(dag_run, "wait", "report_url") == report_url
+    assert xcom_value(dag_run, "wait", EvalRunReportLink().xcom_key) == report_url

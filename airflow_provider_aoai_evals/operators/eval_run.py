@@ -1,0 +1,470 @@
+"""Operators that start, fetch and cancel eval runs, and create evals.
+
+``CreateEvalRunOperator`` never starts a duplicate run: it writes an idempotency key derived from the task
+instance into the run's metadata, so a later try of the same task finds the run an earlier try started
+(reattaching while it is still going), and the client resolves an ambiguous create by looking that key up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath, conf
+from pydantic import BaseModel
+
+from airflow_provider_aoai_evals.api.client import EvalsClient
+from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError
+from airflow_provider_aoai_evals.api.models import Eval, EvalRun, RunStatus
+from airflow_provider_aoai_evals.api.operations import (
+    IDEMPOTENCY_METADATA_KEY,
+    validate_data_source,
+    with_idempotency_key,
+)
+from airflow_provider_aoai_evals.api.summary import summarize
+from airflow_provider_aoai_evals.api.validation import validate_id, validate_metadata
+from airflow_provider_aoai_evals.exceptions import EvalRunError
+from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
+from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
+from airflow_provider_aoai_evals.templating import EvalPlaceholderSafeTemplates
+from airflow_provider_aoai_evals.triggers.eval_run import DEFAULT_MAX_CONSECUTIVE_FAILURES, EvalRunTrigger
+
+#: task_state_store key (Airflow 3.3+) holding the run an earlier try started.
+STATE_RUN_ID_KEY = "aoai_evals_run_id"
+DEFAULT_WAIT_TIMEOUT = timedelta(days=7)
+IF_EXISTS_CHOICES = ("create", "reuse")
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def idempotency_base(context: Context) -> str:
+    """One key per task instance (dag, task, DAG run, map index), the same for every try of it."""
+    ti = context["ti"]
+    base = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}"
+    if len(base) > 400:  # metadata values hold 512 characters; keep room for the try suffix
+        base = "sha256:" + hashlib.sha256(base.encode()).hexdigest()
+    return base
+
+
+def _plain_data_source(data_source: Any) -> Any:
+    if isinstance(data_source, BaseModel):
+        return data_source.model_dump(mode="json", exclude_none=True)
+    return data_source
+
+
+class _WaitsForRuns(BaseOperator):
+    """What the run operators share: waiting for a run deferrably or by polling, and reading the outcome."""
+
+    def __init__(
+        self,
+        *,
+        conn_id: str = EvalsHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        timeout: float | timedelta = DEFAULT_WAIT_TIMEOUT,
+        success_statuses: Sequence[str] = (RunStatus.COMPLETED,),
+        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+        self.poll_interval = float(poll_interval)
+        self.timeout = _seconds(timeout)
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        self.success_statuses = check_success_statuses(success_statuses)
+        self.max_consecutive_failures = max_consecutive_failures
+        self.cancel_on_kill = cancel_on_kill
+        self._active: tuple[str, str] | None = None
+
+    @cached_property
+    def hook(self) -> EvalsHook:
+        return EvalsHook(self.conn_id)
+
+    def _wait(self, context: Context, run: EvalRun) -> dict[str, Any]:
+        """Wait for ``run``: at once if it is over, in the triggerer if deferrable, else by polling."""
+        if run.is_terminal:
+            return finished_run_result(run, self.success_statuses)
+        eval_id, run_id = str(run.eval_id), run.id
+        if self.deferrable:
+            self.log.info("%s; deferring until it finishes", summarize(run).progress_line())
+            self.defer(
+                trigger=EvalRunTrigger(
+                    eval_id=eval_id,
+                    run_id=run_id,
+                    conn_id=self.conn_id,
+                    poll_interval=self.poll_interval,
+                    deadline=time.time() + self.timeout,
+                    success_statuses=self.success_statuses,
+                    max_consecutive_failures=self.max_consecutive_failures,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                method_name="execute_complete",
+                kwargs={"eval_id": eval_id, "run_id": run_id},
+                timeout=timedelta(seconds=self.timeout),
+            )
+        return self._poll(eval_id, run_id)
+
+    def _poll(self, eval_id: str, run_id: str) -> dict[str, Any]:
+        client = self.hook.get_conn()
+        deadline = time.time() + self.timeout
+        failures, last_line, status = 0, "", "unknown"
+        while time.time() < deadline:
+            try:
+                run = client.get_run(eval_id, run_id, deadline=deadline)
+            except EvalsAPIError as exc:
+                failures += 1
+                if not exc.transient or failures >= self.max_consecutive_failures:
+                    raise
+                self.log.warning(
+                    "Polling eval run %s failed (%d in a row), will retry: %s", run_id, failures, exc
+                )
+            else:
+                failures, status = 0, run.status
+                line = summarize(run).progress_line()
+                if line != last_line:
+                    self.log.info("%s", line)
+                    last_line = line
+                if run.is_terminal:
+                    return finished_run_result(run, self.success_statuses)
+            time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
+        raise EvalRunError(
+            f"Eval run {run_id} of eval {eval_id} was still {status} after {self.timeout:.0f}s",
+            eval_id=eval_id,
+            run_id=run_id,
+            status=status,
+        )
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, eval_id: str = "", run_id: str = ""
+    ) -> dict[str, Any]:
+        """Accept only the events EvalRunTrigger yields; anything else fails the task."""
+        result = event_result(event, eval_id=eval_id, run_id=run_id)
+        self.log.info("%s", (event or {}).get("message"))
+        return result
+
+    def on_kill(self) -> None:
+        """Cancel the run this task is waiting for (polling mode), best-effort; a deferred wait is cancelled
+        by the trigger's ``on_kill`` on Airflow 3.3+."""
+        if not (self.cancel_on_kill and self._active):
+            return
+        eval_id, run_id = self._active
+        try:
+            run = self.hook.get_conn().cancel_run(eval_id, run_id, deadline=time.time() + 30)
+            self.log.info("on_kill: eval run %s is now %s", run_id, run.status)
+        except EvalsAPIError as exc:
+            self.log.warning("on_kill: could not cancel eval run %s: %s", run_id, exc)
+
+
+class CreateEvalRunOperator(EvalPlaceholderSafeTemplates, _WaitsForRuns):
+    """Start an eval run, optionally wait for it, and return its summary; never start a duplicate.
+
+    :param eval_id: the eval (templated).
+    :param data_source: the run's data source (templated): a dict or a pydantic model of any source the API
+        accepts (``jsonl`` with ``file_content`` or ``file_id``, ``completions``, ``responses``), checked before
+        any request; or an ``ObjectStoragePath`` to a JSONL dataset, uploaded through the Files API (purpose
+        ``evals``) and referenced by file id, so large datasets are not sent inline. The service's own
+        ``{{item.x}}``/``{{sample.x}}`` placeholders are left as they are.
+    :param name: the run's name (templated).
+    :param metadata: up to 15 of your own keys (templated); the 16th holds the idempotency key.
+    :param wait_for_completion: wait for the run and return its summary (default), or return at once.
+    :param deferrable: wait in the triggerer (default: Airflow's ``[operators] default_deferrable``).
+    :param poll_interval: seconds between polls.
+    :param timeout: how long to wait for the run (seconds or timedelta; default 7 days).
+    :param success_statuses: terminal statuses that succeed (default only ``completed``).
+    :param reuse_finished_run: when a later try finds that an earlier try's run already completed, return it
+        instead of starting a new run (default False: a cleared task asks for a new run). Failed or canceled
+        runs are never reused; queued or running ones are always reattached to.
+    :param cancel_on_kill: cancel the run when the task is killed (deferred waits: Airflow 3.3+ only).
+
+    XCom: ``run_id``, ``eval_id`` and ``report_url`` are pushed before waiting; the return value is the run
+    summary (see docs/pass-rates.md).
+    """
+
+    template_fields: Sequence[str] = ("eval_id", "data_source", "name", "metadata")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"data_source": "json", "metadata": "json"}
+    operator_extra_links = (EvalRunReportLink(),)
+    ui_color = "#c9e4ff"
+
+    def __init__(
+        self,
+        *,
+        eval_id: str,
+        data_source: Mapping[str, Any] | BaseModel | ObjectStoragePath,
+        name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        wait_for_completion: bool = True,
+        reuse_finished_run: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.eval_id = eval_id
+        self.data_source = data_source
+        self.name = name
+        self.metadata = metadata
+        self.wait_for_completion = wait_for_completion
+        self.reuse_finished_run = reuse_finished_run
+
+    def _checked_input(self) -> tuple[Any, dict[str, str]]:
+        """Everything the request needs, validated before any request, with the parameter named."""
+        if not self.eval_id:
+            raise EvalsConfigError("eval_id", "is required")
+        validate_id("eval_id", self.eval_id)
+        metadata = validate_metadata("metadata", dict(self.metadata) if self.metadata else None)
+        with_idempotency_key(metadata, "room-check")  # fails naming `metadata` when 16 keys leave no room
+        data_source = _plain_data_source(self.data_source)
+        if isinstance(data_source, ObjectStoragePath):
+            if not data_source.exists():
+                raise EvalsConfigError("data_source", f"{data_source} does not exist")
+        else:
+            validate_data_source(data_source)
+        return data_source, metadata
+
+    def execute(self, context: Context) -> Any:
+        data_source, metadata = self._checked_input()
+        client = self.hook.get_conn()
+        base = idempotency_base(context)
+        run = self._earlier_run(client, context, base)
+        if run is None:
+            if isinstance(data_source, ObjectStoragePath):
+                data_source = self._upload(client, data_source)
+            key = f"{base}|try={context['ti'].try_number}"
+            run = client.create_run(
+                self.eval_id, data_source=data_source, name=self.name, metadata=metadata, idempotency_key=key
+            )
+            self.log.info("Started eval run %s of eval %s: %s", run.id, self.eval_id, run.report_url)
+            self._remember(context, run.id)
+        self._active = (self.eval_id, run.id)
+        ti = context["ti"]
+        ti.xcom_push(key="run_id", value=run.id)
+        ti.xcom_push(key="eval_id", value=self.eval_id)
+        publish_report_url(context, run.report_url)
+        if not self.wait_for_completion:
+            return summarize(run).to_xcom()
+        return self._wait(context, run)
+
+    # -- no duplicate runs ---------------------------------------------------------------------------------
+
+    def _earlier_run(self, client: EvalsClient, context: Context, base: str) -> EvalRun | None:
+        """A run an earlier try of this task instance started, if it may be reused; else None."""
+        run = self._remembered_run(client, context)
+        if run is None:
+            since = _dag_run_start(context)
+            prefix = base + "|"
+            run = client.find_run(
+                self.eval_id,
+                lambda r: (r.metadata or {}).get(IDEMPOTENCY_METADATA_KEY, "").startswith(prefix),
+                since=since,
+            )
+        if run is None:
+            return None
+        if not run.is_terminal:
+            self.log.info("Reattaching to eval run %s (%s) started by an earlier try", run.id, run.status)
+            return run
+        if run.status == RunStatus.COMPLETED and self.reuse_finished_run:
+            self.log.info(
+                "Reusing eval run %s, completed by an earlier try (reuse_finished_run=True)", run.id
+            )
+            return run
+        self.log.info("An earlier try's eval run %s ended %s; starting a new run", run.id, run.status)
+        return None
+
+    def _remembered_run(self, client: EvalsClient, context: Context) -> EvalRun | None:
+        store = context.get("task_state_store")  # Airflow 3.3+
+        if store is None:
+            return None
+        run_id = store.get(STATE_RUN_ID_KEY)
+        if not isinstance(run_id, str) or not run_id:
+            return None
+        try:
+            return client.get_run(self.eval_id, run_id)
+        except EvalsAPIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    def _remember(self, context: Context, run_id: str) -> None:
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(STATE_RUN_ID_KEY, run_id)
+
+    def _upload(self, client: EvalsClient, path: ObjectStoragePath) -> dict[str, Any]:
+        size = int(path.stat().st_size)
+        self.log.info("Uploading %s (%d bytes) through the Files API", path, size)
+        uploaded = client.upload_file(lambda: path.open("rb"), filename=path.name, size=size, purpose="evals")
+        self.log.info("Uploaded %s as file %s", path, uploaded.id)
+        return {"type": "jsonl", "source": {"type": "file_id", "id": uploaded.id}}
+
+
+def _dag_run_start(context: Context) -> float:
+    """Runs started for this DAG run cannot be older than the DAG run; bound the key lookup by it."""
+    dag_run = context.get("dag_run")
+    for attr in ("start_date", "queued_at", "run_after", "logical_date"):
+        value = getattr(dag_run, attr, None)
+        if value is not None:
+            return float(value.timestamp())
+    return time.time() - 7 * 24 * 3600
+
+
+class GetEvalRunOperator(BaseOperator):
+    """Fetch a run: its summary (default) or, with ``full_run=True``, the whole run object.
+
+    Either way the run's ``data_source`` is left out: inline rows would otherwise land in XCom.
+    """
+
+    template_fields: Sequence[str] = ("eval_id", "run_id")
+    operator_extra_links = (EvalRunReportLink(),)
+
+    def __init__(
+        self,
+        *,
+        eval_id: str,
+        run_id: str,
+        full_run: bool = False,
+        conn_id: str = EvalsHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.eval_id = eval_id
+        self.run_id = run_id
+        self.full_run = full_run
+        self.conn_id = conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        validate_id("eval_id", self.eval_id)
+        validate_id("run_id", self.run_id)
+        run = EvalsHook(self.conn_id).get_conn().get_run(self.eval_id, self.run_id)
+        publish_report_url(context, run.report_url)
+        self.log.info("%s", summarize(run).progress_line())
+        if self.full_run:
+            return run.model_dump(mode="json", exclude={"data_source"})
+        return summarize(run).to_xcom()
+
+
+class CancelEvalRunOperator(_WaitsForRuns):
+    """Cancel a run. A run that already finished is not an error: it is logged and its final state returned.
+
+    :param wait_for_cancellation: wait until the run reports ``canceled`` (or another terminal status).
+    """
+
+    template_fields: Sequence[str] = ("eval_id", "run_id")
+    operator_extra_links = (EvalRunReportLink(),)
+
+    def __init__(
+        self, *, eval_id: str, run_id: str, wait_for_cancellation: bool = False, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("success_statuses", sorted(RunStatus.TERMINAL))
+        kwargs.setdefault("cancel_on_kill", False)
+        super().__init__(**kwargs)
+        self.eval_id = eval_id
+        self.run_id = run_id
+        self.wait_for_cancellation = wait_for_cancellation
+
+    def execute(self, context: Context) -> Any:
+        validate_id("eval_id", self.eval_id)
+        validate_id("run_id", self.run_id)
+        client = self.hook.get_conn()
+        run = client.get_run(self.eval_id, self.run_id)
+        publish_report_url(context, run.report_url)
+        if run.is_terminal:
+            self.log.info("Eval run %s already finished (%s); nothing to cancel", run.id, run.status)
+            return summarize(run).to_xcom()
+        run = client.cancel_run(self.eval_id, self.run_id)
+        self.log.info("Asked to cancel eval run %s; it is now %s", run.id, run.status)
+        if not self.wait_for_cancellation:
+            return summarize(run).to_xcom()
+        return self._wait(context, run)
+
+
+class CreateEvalOperator(EvalPlaceholderSafeTemplates, BaseOperator):
+    """Create an eval, or with ``if_exists="reuse"`` return the existing eval of the same name.
+
+    Reuse is refused, with the candidates listed, when several evals have that name or when the existing
+    one's testing criteria differ from the ones given. Returns the eval id.
+    """
+
+    template_fields: Sequence[str] = ("name", "data_source_config", "testing_criteria", "metadata")
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "data_source_config": "json",
+        "testing_criteria": "json",
+        "metadata": "json",
+    }
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        data_source_config: Mapping[str, Any],
+        testing_criteria: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, str] | None = None,
+        if_exists: str = "create",
+        conn_id: str = EvalsHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if if_exists not in IF_EXISTS_CHOICES:
+            raise ValueError(f"if_exists must be one of {IF_EXISTS_CHOICES}, got {if_exists!r}")
+        self.name = name
+        self.data_source_config = data_source_config
+        self.testing_criteria = testing_criteria
+        self.metadata = metadata
+        self.if_exists = if_exists
+        self.conn_id = conn_id
+
+    def execute(self, context: Context) -> str:
+        if not self.name:
+            raise EvalsConfigError("name", "is required")
+        client = EvalsHook(self.conn_id).get_conn()
+        if self.if_exists == "reuse":
+            existing = self._existing(client)
+            if existing is not None:
+                self.log.info("Reusing eval %s named %r", existing.id, self.name)
+                return existing.id
+        created = client.create_eval(
+            name=self.name,
+            data_source_config=self.data_source_config,
+            testing_criteria=list(self.testing_criteria),
+            metadata=self.metadata,
+        )
+        self.log.info("Created eval %s named %r", created.id, self.name)
+        return created.id
+
+    def _existing(self, client: EvalsClient) -> Eval | None:
+        same_name = [e for e in client.list_evals(order="desc") if e.name == self.name]
+        if not same_name:
+            return None
+        if len(same_name) > 1:
+            ids = ", ".join(e.id for e in same_name)
+            raise EvalsConfigError(
+                "name", f"{len(same_name)} evals are named {self.name!r} ({ids}); cannot pick one"
+            )
+        found = same_name[0]
+        if not criteria_match(self.testing_criteria, found.testing_criteria):
+            raise EvalsConfigError(
+                "testing_criteria",
+                f"eval {found.id} named {self.name!r} has different testing criteria: "
+                f"{[c.get('name') for c in found.testing_criteria]} vs {[c.get('name') for c in self.testing_criteria]}",
+            )
+        return found
+
+
+def criteria_match(wanted: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]) -> bool:
+    """The existing criteria hold what was asked for (the service adds ids and defaults, so compare what the
+    user wrote, in order)."""
+    if len(wanted) != len(existing):
+        return False
+    return all(
+        all(have.get(key) == value for key, value in want.items() if key != "id")
+        for want, have in zip(wanted, existing, strict=True)
+    )
