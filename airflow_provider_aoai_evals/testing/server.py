@@ -113,6 +113,11 @@ class FakeEvalsServer:
             loop.run_forever()
         finally:
             loop.run_until_complete(runner.cleanup())
+            # Handlers still sleeping in a `slow` fault would otherwise be destroyed pending (and logged).
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
