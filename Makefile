@@ -43,7 +43,7 @@ endif
 endif
 export TIMINGS_FILE
 
-.PHONY: help venv venv-af31 lint test test-af33 test-af31 demo bench docs clean timings
+.PHONY: help venv venv-af31 lint test test-af33 test-af31 demo bench docs clean timings azurite
 
 help:
 	@echo "make demo       build .venv (Airflow $(AF_VERSION)) and run scripts/demo.py"
@@ -52,7 +52,8 @@ help:
 	@echo "make venv-af31  .venv-af31: Airflow $(AF31_VERSION) + extras azure,test, from $(CONSTRAINTS31)"
 	@echo "make lint       ruff check, ruff format --check, mypy (Python 3.10 rules)"
 	@echo "make bench      benchmarks/run_all.py"
-	@echo "make docs       documentation (placeholder: checks docs/ exists)"
+	@echo "make azurite    install the Azurite storage emulator (npm) used by the Azure Blob export tests"
+	@echo "make docs       documentation site with mkdocs, warnings as errors (also part of make test)"
 	@echo "make clean      remove venvs, Airflow homes, caches and build output"
 
 # ---- virtual environments ------------------------------------------------------------------------------
@@ -76,11 +77,17 @@ lint: venv
 	$(TIMED) mypy $(VENV)/bin/mypy $(LINT_PATHS) || rc=1; \
 	exit $$rc
 
-test-af33: venv
+# Azurite (Azure Storage emulator, from npm) for the export tests, installed once into .artifacts/azurite
+# outside pytest's per-test timeout. Without npm the install is skipped and those tests skip themselves.
+azurite:
+	@if command -v npm >/dev/null; then $(TIMED) azurite bash scripts/azurite.sh install >/dev/null; \
+	else echo "== npm not found: Azure Blob export tests will be skipped"; fi
+
+test-af33: venv azurite
 	$(TIMED) pytest-af$(AF_VERSION) $(RUN) $(PY) -m pytest
 
 # pytest exit code 5 = "no tests collected": not a failure here.
-test-af31: venv-af31
+test-af31: venv-af31 azurite
 	@rc=0; $(TIMED) pytest-af$(AF31_VERSION)-compat $(RUN31) $(PY31) -m pytest -m compat || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "== no compat tests collected on Airflow $(AF31_VERSION)"; exit 0; fi; \
 	exit $$rc
@@ -91,6 +98,7 @@ test:
 	@rc=0; \
 	if $(MAKE) --no-print-directory venv venv-af31; then \
 	  $(MAKE) --no-print-directory lint || rc=1; \
+	  $(MAKE) --no-print-directory docs || rc=1; \
 	  $(MAKE) --no-print-directory test-af33 || rc=1; \
 	  $(MAKE) --no-print-directory test-af31 || rc=1; \
 	else rc=1; fi; \
@@ -108,8 +116,9 @@ bench: venv
 	$(TIMED) bench $(RUN) $(PY) benchmarks/run_all.py
 
 # Placeholder until the mkdocs site lands: only checks that docs/ exists.
-docs:
-	@test -d docs && echo "docs/ present (mkdocs build not wired yet)"
+# The documentation site, warnings as errors (mkdocs.yml sets strict); output in site/ (gitignored).
+docs: venv
+	$(TIMED) docs $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) $(VENV31) .airflow-home .artifacts .pytest_cache .mypy_cache .ruff_cache build dist site \
