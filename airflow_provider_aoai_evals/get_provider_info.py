@@ -17,9 +17,17 @@ INTEGRATION_NAME = "OpenAI / Azure OpenAI Evals"
 
 #: Provider-info section -> modules of this package that belong to it (only modules that exist).
 MODULES: dict[str, list[str]] = {
+    "operators": [
+        "airflow_provider_aoai_evals.operators.eval_run",
+        "airflow_provider_aoai_evals.operators.output_items",
+        "airflow_provider_aoai_evals.operators.quality_gate",
+    ],
     "hooks": ["airflow_provider_aoai_evals.hooks.evals"],
     "sensors": ["airflow_provider_aoai_evals.sensors.eval_run"],
-    "triggers": ["airflow_provider_aoai_evals.triggers.eval_run"],
+    "triggers": [
+        "airflow_provider_aoai_evals.triggers.eval_run",
+        "airflow_provider_aoai_evals.triggers.eval_events",
+    ],
 }
 
 
@@ -45,6 +53,7 @@ def get_provider_info() -> dict[str, Any]:
             for section, modules in MODULES.items()
             if modules
         },
+        "extra-links": ["airflow_provider_aoai_evals.links.EvalRunReportLink"],
         "connection-types": [
             {
                 "connection-type": connection_form.CONN_TYPE,
