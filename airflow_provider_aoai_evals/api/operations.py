@@ -44,17 +44,18 @@ MAX_PAGE_SIZE = 100
 class Call(Generic[R]):
     request: PreparedRequest
     body: dict[str, Any] | None
-    parse: Callable[[Any], R]
+    #: Builds the result from the response body (JSON bytes).
+    parse: Callable[[bytes], R]
     #: A streamed multipart body instead of JSON (file uploads).
     upload: MultipartUpload | None = None
 
 
-def _model(model: type[M]) -> Callable[[Any], M]:
-    return model.model_validate
+def _model(model: type[M]) -> Callable[[bytes], M]:
+    return model.model_validate_json
 
 
-def _page(model: type[M]) -> Callable[[Any], Page[M]]:
-    return Page[model].model_validate  # type: ignore[valid-type]
+def _page(model: type[M]) -> Callable[[bytes], Page[M]]:
+    return Page[model].model_validate_json  # type: ignore[valid-type]
 
 
 class Operations:

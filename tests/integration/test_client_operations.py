@@ -147,7 +147,7 @@ def test_organization_project_and_preview_headers(
 def test_environment_proxy_settings_are_read_once_and_honour_no_proxy(
     server: FakeEvalsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_aoai_evals.api.client import EvalsClient
+    from airflow_provider_aoai_evals.api.client import EvalsClient, _proxy_for
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -155,5 +155,10 @@ def test_environment_proxy_settings_are_read_once_and_honour_no_proxy(
     assert client._session.proxies == {} and client._session.trust_env is False
     list(client.list_evals())  # reaches the loopback server directly
     monkeypatch.setenv("NO_PROXY", "")
-    proxied = EvalsClient(ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k")))
+    remote = ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k"))
+    proxied = EvalsClient(remote)
     assert proxied._session.proxies.get("https") == "http://proxy.invalid:3128"
+    # The async client reads the same environment once per connection pool (its sessions do not).
+    assert _proxy_for(remote) == "http://proxy.invalid:3128"
+    monkeypatch.setenv("NO_PROXY", "api.openai.com")
+    assert _proxy_for(remote) is None

@@ -118,3 +118,21 @@ def test_doc_examples_of_lists_and_items_parse() -> None:
     items = Page[OutputItem].model_validate(ops["getEvalRunOutputItems"]["response"])
     assert items.data and items.data[0].results
     assert OutputItem.model_validate(ops["getEvalRunOutputItem"]["response"]).status in ("pass", "fail")
+
+
+def test_response_bodies_parse_from_bytes_and_map_failures() -> None:
+    from airflow_provider_aoai_evals.api.auth import ApiKeyAuth
+    from airflow_provider_aoai_evals.api.client import _result
+    from airflow_provider_aoai_evals.api.errors import EvalsPermanentError
+    from airflow_provider_aoai_evals.api.operations import Operations
+    from airflow_provider_aoai_evals.api.settings import ClientSettings
+
+    ops = Operations(ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k")))
+    call = ops.get_run("eval_1", "evalrun_1")
+    headers = {"x-request-id": "req_9"}
+    assert _result(call, 200, headers, b'{"id": "evalrun_1", "status": "queued"}').status == "queued"
+    with pytest.raises(EvalsServerError, match="not valid JSON") as info:
+        _result(call, 200, headers, b'{"id": "evalrun_1", "sta')
+    assert info.value.transient and info.value.request_id == "req_9"
+    with pytest.raises(EvalsPermanentError, match="unexpected shape"):
+        _result(call, 200, headers, b'{"status": "queued"}')  # no id: not a run
