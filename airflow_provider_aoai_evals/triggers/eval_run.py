@@ -113,7 +113,7 @@ class EvalRunTrigger(BaseTrigger):
     async def _wait(self, client: AsyncEvalsClient) -> TriggerEvent:
         failures = 0
         last_status: str | None = None
-        last_line = ""
+        last_state: tuple[str, str] | None = None
         while True:
             if time.time() >= self.deadline:
                 return self._event(
@@ -146,12 +146,13 @@ class EvalRunTrigger(BaseTrigger):
             else:
                 failures = 0
                 last_status = run.status
-                summary = summarize(run)
-                line = summary.progress_line()
-                if line != last_line:  # one line per change, not one per poll of an unchanged run
-                    self.log.info("%s", line)
-                    last_line = line
+                counts = run.result_counts
+                state = (run.status, counts.model_dump_json() if counts else "")
+                if state != last_state:  # one line per change, not one per poll of an unchanged run
+                    self.log.info("%s", summarize(run).progress_line())
+                    last_state = state
                 if run.is_terminal:
+                    summary = summarize(run)
                     ok = run.status in self.success_statuses
                     api_message = summary.error_message
                     message = (
@@ -165,6 +166,7 @@ class EvalRunTrigger(BaseTrigger):
                         run_status=run.status,
                         summary=summary.to_xcom(),
                     )
+                del run, counts  # not kept alive across the sleep: thousands of waits share this process
             await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
 
     async def on_kill(self) -> None:
