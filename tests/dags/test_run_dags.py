@@ -106,7 +106,8 @@ def _runs(server: FakeEvalsServer, eval_id: str) -> list[dict[str, Any]]:
 
 
 def test_retry_after_death_mid_wait_reattaches(dagbag: Any, server: FakeEvalsServer, eval_id: str) -> None:
-    server.default_script = RunScript(queued_seconds=1.0, in_progress_seconds=1.0)
+    # Long enough to still be running when the retry starts (Airflow 3.1's dag.test() takes seconds to retry).
+    server.default_script = RunScript(queued_seconds=2.0, in_progress_seconds=6.0)
     _, states = run(dagbag, "run_create_retry", eval_id=eval_id)
     assert states == {"create": "success"}
     assert server.count("POST", CREATE) == 1  # the second try found the first try's run
