@@ -11,6 +11,7 @@ import pytest
 
 from airflow_provider_aoai_evals.links import EvalRunReportLink
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
+from tests.support import served_as_default_connection
 
 from .conftest import HERE, load_dagbag, xcom_value
 
@@ -26,10 +27,8 @@ def dagbag() -> Any:
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEvalsServer]:
-    with FakeEvalsServer(api_key=KEY) as srv:
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         srv.default_script = RunScript(queued_seconds=0.3, in_progress_seconds=0.6)
-        conn = {"conn_type": "aoai_evals", "host": srv.base_url, "password": KEY}
-        monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", json.dumps(conn))
         yield srv
 
 

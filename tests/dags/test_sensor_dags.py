@@ -6,13 +6,13 @@ trigger's own deadline, as they would after a triggerer restart.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
+from tests.support import served_as_default_connection
 
 from .conftest import HERE, load_dagbag, xcom_value
 
@@ -27,9 +27,7 @@ def dagbag() -> Any:
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEvalsServer]:
-    with FakeEvalsServer(api_key=KEY) as srv:
-        conn = {"conn_type": "aoai_evals", "host": srv.base_url, "password": KEY}
-        monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", json.dumps(conn))
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         yield srv
 
 

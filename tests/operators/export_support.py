@@ -14,10 +14,6 @@ from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
 KEY = "sk-export-canary-31fe"
 
 
-def connection_json(server: FakeEvalsServer) -> str:
-    return json.dumps({"conn_type": "aoai_evals", "host": server.base_url, "password": KEY})
-
-
 def finished_run(server: FakeEvalsServer, n: int, **script: Any) -> tuple[str, str]:
     """A completed run with ``n`` output items: (eval_id, run_id)."""
     eval_id = str(server.add_eval(name="export")["id"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from airflow_provider_aoai_evals.operators.eval_run import (
     idempotency_base,
 )
 from airflow_provider_aoai_evals.testing import FakeEvalsServer
+from tests.support import served_as_default_connection
 
 KEY = "sk-operator-key"
 ROWS = {"type": "jsonl", "source": {"type": "file_content", "content": [{"item": {"a": 1}}]}}
@@ -33,11 +33,7 @@ pytestmark = pytest.mark.compat
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEvalsServer]:
-    with FakeEvalsServer(api_key=KEY) as srv:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_AOAI_EVALS_DEFAULT",
-            json.dumps({"conn_type": "aoai_evals", "host": srv.base_url, "password": KEY}),
-        )
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         yield srv
 
 

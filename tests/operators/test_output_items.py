@@ -24,11 +24,11 @@ from airflow_provider_aoai_evals.api.errors import (
 from airflow_provider_aoai_evals.export.formats import CSV_COLUMNS
 from airflow_provider_aoai_evals.operators.output_items import OutputItemsTooLargeForXComError
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault
+from tests.support import served_as_default_connection
 
 from .export_support import (
     KEY,
     FaultAfterFirstPage,
-    connection_json,
     csv_dicts,
     expected_statuses,
     finished_run,
@@ -42,8 +42,7 @@ ITEMS_PATH = r"/output_items$"
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEvalsServer]:
-    with FakeEvalsServer(api_key=KEY) as srv:
-        monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", connection_json(srv))
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         yield srv
 
 

@@ -21,11 +21,11 @@ import pytest
 
 from airflow_provider_aoai_evals.api.errors import EvalsNotFoundError
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault
+from tests.support import served_as_default_connection
 
 from .export_support import (
     KEY,
     FaultAfterFirstPage,
-    connection_json,
     csv_dicts,
     expected_statuses,
     finished_run,
@@ -101,8 +101,7 @@ def server(monkeypatch: pytest.MonkeyPatch, azurite: str) -> Iterator[FakeEvalsS
     )
     storage = {"conn_type": "wasb", "extra": {"connection_string": connection_string}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{STORAGE_CONN.upper()}", json.dumps(storage))
-    with FakeEvalsServer(api_key=KEY) as srv:
-        monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", connection_json(srv))
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         yield srv
 
 

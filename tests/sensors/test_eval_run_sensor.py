@@ -15,6 +15,7 @@ from airflow_provider_aoai_evals.exceptions import EvalRunError
 from airflow_provider_aoai_evals.sensors.eval_run import EvalRunSensor
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
 from airflow_provider_aoai_evals.triggers.eval_run import EvalRunTrigger
+from tests.support import served_as_default_connection
 
 KEY = "sk-sensor-canary-77aa"
 pytestmark = pytest.mark.compat
@@ -22,9 +23,7 @@ pytestmark = pytest.mark.compat
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEvalsServer]:
-    with FakeEvalsServer(api_key=KEY) as srv:
-        conn = {"conn_type": "aoai_evals", "host": srv.base_url, "password": KEY}
-        monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", json.dumps(conn))
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         yield srv
 
 

@@ -29,6 +29,7 @@ from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
 from airflow_provider_aoai_evals.triggers.eval_events import EvalRunFinishedTrigger, _Cursor
 from tests.dags.conftest import load_dagbag
+from tests.support import served_as_default_connection
 
 KEY = "sk-events-canary-7a8b"
 LIST_PATH = r"/runs$"
@@ -43,11 +44,7 @@ Events = list[dict[str, Any]]
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEvalsServer]:
-    with FakeEvalsServer(api_key=KEY) as srv:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_AOAI_EVALS_DEFAULT",
-            json.dumps({"conn_type": "aoai_evals", "host": srv.base_url, "password": KEY}),
-        )
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         yield srv
 
 

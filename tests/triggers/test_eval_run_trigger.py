@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
 from airflow_provider_aoai_evals.triggers.eval_run import EvalRunTrigger
+from tests.support import served_as_default_connection
 
 KEY = "sk-trigger-canary-5e6f"
 
@@ -22,11 +23,7 @@ RUN_PATH = r"/runs/[^/]+$"
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEvalsServer]:
-    with FakeEvalsServer(api_key=KEY) as srv:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_AOAI_EVALS_DEFAULT",
-            json.dumps({"conn_type": "aoai_evals", "host": srv.base_url, "password": KEY}),
-        )
+    with served_as_default_connection(monkeypatch, KEY) as srv:
         yield srv
 
 

@@ -1,0 +1,30 @@
+"""Helpers shared by test modules that run Airflow code against FakeEvalsServer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from airflow_provider_aoai_evals.testing import FakeEvalsServer
+
+
+def connection_json(server: FakeEvalsServer, **extra: Any) -> str:
+    """An ``AIRFLOW_CONN_*`` JSON connection to ``server`` (its flavor, its key)."""
+    conn: dict[str, Any] = {"conn_type": "aoai_evals", "host": server.base_url, "password": server.api_key}
+    if server.flavor != "openai" or extra:
+        conn["extra"] = {"flavor": server.flavor, **extra}
+    return json.dumps(conn)
+
+
+@contextmanager
+def served_as_default_connection(
+    monkeypatch: pytest.MonkeyPatch, api_key: str, **server_kwargs: Any
+) -> Iterator[FakeEvalsServer]:
+    """A running FakeEvalsServer that ``aoai_evals_default`` points at for the test's duration."""
+    with FakeEvalsServer(api_key=api_key, **server_kwargs) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", connection_json(server))
+        yield server
