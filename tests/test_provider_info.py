@@ -23,11 +23,11 @@ AIRFLOW_DIR = Path(airflow.__file__).parent
 
 DOCUMENTED_EXTRA_KEYS = {
     "flavor", "api_version", "organization", "project", "auth_method", "tenant_id", "client_id",
-    "client_secret", "use_default_credential", "token_scope", "connect_timeout", "read_timeout", "proxy",
+    "client_secret", "use_default_credential", "entra_scope", "connect_timeout", "read_timeout", "proxy",
     "ca_bundle", "scheme",
 }  # fmt: skip
 AZURE_ONLY = {"api_version", "auth_method", "tenant_id", "client_id", "client_secret", "use_default_credential",
-              "token_scope"}  # fmt: skip
+              "entra_scope"}  # fmt: skip
 OPENAI_ONLY = {"organization", "project"}
 
 
@@ -126,7 +126,7 @@ def test_enums_and_defaults():
     assert fields["flavor"]["schema"]["default"] == "openai"
     assert fields["api_version"]["schema"]["enum"] == [None, "v1", "preview"]
     assert fields["auth_method"]["schema"]["enum"] == ["api_key", "entra_id"]
-    assert fields["token_scope"]["schema"]["default"] == "https://cognitiveservices.azure.com/.default"
+    assert fields["entra_scope"]["schema"]["default"] == "https://cognitiveservices.azure.com/.default"
     assert fields["use_default_credential"]["schema"]["type"] == ["boolean", "null"]
     assert fields["connect_timeout"]["schema"]["type"] == ["number", "null"]
 
@@ -189,3 +189,19 @@ def test_connection_form_as_the_ui_sees_it():
     assert std.password.title == "API key"
     assert std.login is not None
     assert std.login.hidden
+
+
+@pytest.mark.compat
+def test_only_secret_fields_are_masked_by_airflow() -> None:
+    """Airflow masks extras whose *name* looks sensitive (``token``, ``secret``...): a non-secret field named
+    like that shows ``***`` in the UI (``token_scope`` did). Only the secret fields may match."""
+    try:
+        from airflow.sdk._shared.secrets_masker import should_hide_value_for_key
+    except ImportError:  # Airflow 3.1
+        from airflow.sdk.execution_time.secrets_masker import should_hide_value_for_key
+
+    from airflow_provider_aoai_evals.hooks import connection_form
+
+    masked = {name for name in connection_form.conn_fields() if should_hide_value_for_key(name)}
+    # proxy is masked on purpose: a proxy URL may carry credentials (http://user:pass@proxy:3128).
+    assert masked == {"client_secret", "proxy"}

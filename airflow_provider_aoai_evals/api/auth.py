@@ -91,7 +91,7 @@ class EntraTokenAuth:
     ) -> None:
         if not scope or not scope.startswith("https://"):
             raise EvalsConfigError(
-                "token_scope", f"{scope!r} must be an https scope such as {DEFAULT_ENTRA_SCOPE}"
+                "entra_scope", f"{scope!r} must be an https scope such as {DEFAULT_ENTRA_SCOPE}"
             )
         if sync_credential is None and async_credential is None:
             raise EvalsConfigError("auth_method", "entra_id needs a credential (install the 'azure' extra)")

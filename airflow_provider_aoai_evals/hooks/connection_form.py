@@ -21,7 +21,7 @@ Connection ``extra`` keys (the hook reads exactly these names, listed in :data:`
 ``client_secret``           Azure Entra ID service principal: client secret (sensitive)
 ``use_default_credential``  Azure Entra ID: use ``azure.identity.DefaultAzureCredential`` instead of a
                             service principal
-``token_scope``             Azure Entra ID: token scope, default :data:`DEFAULT_TOKEN_SCOPE`; change it
+``entra_scope``             Azure Entra ID: token scope, default :data:`DEFAULT_TOKEN_SCOPE`; change it
                             for sovereign clouds
 ``connect_timeout``         seconds, default :data:`DEFAULT_CONNECT_TIMEOUT`
 ``read_timeout``            seconds, default :data:`DEFAULT_READ_TIMEOUT`
@@ -150,7 +150,7 @@ CONN_FIELDS: tuple[ConnField, ...] = (
         default=False,
     ),
     ConnField(
-        "token_scope",
+        "entra_scope",
         "Entra token scope" + _AZ,
         "string",
         "Scope of the Entra ID token. Change it only for sovereign clouds.",

@@ -167,7 +167,7 @@ def auth_from_connection(flavor: str, password: str | None, extra: Mapping[str, 
     tenant_id, client_id = _text(extra, "tenant_id"), _text(extra, "client_id")
     client_secret = _text(extra, "client_secret")
     use_default = _flag(extra, "use_default_credential")
-    scope = _text(extra, "token_scope") or DEFAULT_ENTRA_SCOPE
+    scope = _text(extra, "entra_scope") or DEFAULT_ENTRA_SCOPE
     key = (
         tenant_id or "",
         client_id or "",

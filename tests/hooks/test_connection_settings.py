@@ -135,7 +135,7 @@ def test_entra_service_principal_and_shared_cache() -> None:
         Conn(
             host="r.openai.azure.us",
             password=None,
-            extra={**extra, "token_scope": "https://cognitiveservices.azure.us/.default"},
+            extra={**extra, "entra_scope": "https://cognitiveservices.azure.us/.default"},
         )
     )
     assert sovereign.auth.scope == "https://cognitiveservices.azure.us/.default"  # type: ignore[attr-defined]

@@ -146,7 +146,7 @@ def test_async_falls_back_to_sync_credential_off_the_loop(azure: FakeEvalsServer
 def test_entra_settings_are_checked() -> None:
     with pytest.raises(EvalsConfigError) as info:
         EntraTokenAuth(scope="cognitiveservices")
-    assert info.value.parameter == "token_scope"
+    assert info.value.parameter == "entra_scope"
     with pytest.raises(EvalsConfigError) as info:
         EntraTokenAuth()
     assert info.value.parameter == "auth_method"
