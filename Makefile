@@ -55,6 +55,7 @@ help:
 	@echo "make azurite    install the Azurite storage emulator (npm) used by the Azure Blob export tests"
 	@echo "make docs       documentation site with mkdocs, warnings as errors (also part of make test)"
 	@echo "make clean      remove venvs, Airflow homes, caches and build output"
+	@echo "make e2e        end-to-end suite: real Airflow $(AF_VERSION) + $(AF31_VERSION) on PostgreSQL (e2e/run.sh)"
 
 # ---- virtual environments ------------------------------------------------------------------------------
 $(VENV)/.stamp: pyproject.toml $(CONSTRAINTS) scripts/make-venv.sh
@@ -124,3 +125,11 @@ clean:
 	rm -rf $(VENV) $(VENV31) .airflow-home .artifacts .pytest_cache .mypy_cache .ruff_cache build dist site \
 	  *.egg-info
 	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
+
+# ---- end-to-end suite ------------------------------------------------------------------------------------
+# Real Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor; PostgreSQL) against
+# FakeEvalsServer, plus headless Chromium. Installs postgresql/chromium with apt-get when missing (root or
+# passwordless sudo). See docs/reliability.md; artefacts in .artifacts/e2e/.
+.PHONY: e2e
+e2e: venv venv-af31
+	bash e2e/run.sh
