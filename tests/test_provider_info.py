@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 from pathlib import Path
@@ -196,9 +197,10 @@ def test_only_secret_fields_are_masked_by_airflow() -> None:
     """Airflow masks extras whose *name* looks sensitive (``token``, ``secret``...): a non-secret field named
     like that shows ``***`` in the UI (``token_scope`` did). Only the secret fields may match."""
     try:
-        from airflow.sdk._shared.secrets_masker import should_hide_value_for_key
+        masker = importlib.import_module("airflow.sdk._shared.secrets_masker")
     except ImportError:  # Airflow 3.1
-        from airflow.sdk.execution_time.secrets_masker import should_hide_value_for_key
+        masker = importlib.import_module("airflow.sdk.execution_time.secrets_masker")
+    should_hide_value_for_key = masker.should_hide_value_for_key
 
     from airflow_provider_aoai_evals.hooks import connection_form
 
