@@ -20,6 +20,7 @@ from airflow_provider_aoai_evals.api.errors import (
 )
 from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, FileObject, OutputItem, Page
 from airflow_provider_aoai_evals.api.multipart import MultipartUpload
+from airflow_provider_aoai_evals.api.raw_items import RawItemPage, read_raw_item_page
 from airflow_provider_aoai_evals.api.routes import Operation, PreparedRequest, prepare
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.validation import METADATA_MAX_KEYS, validate_id, validate_metadata
@@ -175,12 +176,32 @@ class Operations:
         order: str,
         status: str | None = None,
     ) -> Call[Page[OutputItem]]:
+        return Call(
+            self._list_output_items(eval_id, run_id, after, limit, order, status), None, _page(OutputItem)
+        )
+
+    def list_raw_output_items(
+        self,
+        eval_id: str,
+        run_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        order: str,
+        status: str | None = None,
+    ) -> Call[RawItemPage]:
+        """The same request, answered as items kept in their original bytes (see ``raw_items``)."""
+        req = self._list_output_items(eval_id, run_id, after, limit, order, status)
+        return Call(req, None, read_raw_item_page)
+
+    def _list_output_items(
+        self, eval_id: str, run_id: str, after: str | None, limit: int, order: str, status: str | None
+    ) -> PreparedRequest:
         if status is not None and status not in OUTPUT_ITEM_STATUS_FILTERS:
             hint = " (the API calls failing items 'fail')" if status == "failed" else ""
             raise EvalsConfigError("status", f"{status!r} must be 'pass' or 'fail'{hint}")
         query = {**_page_query(after, limit, order), "status": status}
-        req = self._prepare(Operation.LIST_OUTPUT_ITEMS, query, eval_id=eval_id, run_id=run_id)
-        return Call(req, None, _page(OutputItem))
+        return self._prepare(Operation.LIST_OUTPUT_ITEMS, query, eval_id=eval_id, run_id=run_id)
 
     def upload_file(
         self, open_stream: Callable[[], BinaryIO], *, filename: str, size: int, purpose: str = "evals"

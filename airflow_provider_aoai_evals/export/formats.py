@@ -1,7 +1,9 @@
 """How output items become bytes: JSON Lines (one item per line, as the API sent it) or CSV (one row per
 grader result, for spreadsheets and SQL loaders).
 
-Encoders work a page at a time, so an export holds one page of encoded text at most, never the run.
+Encoders work a page at a time, so an export holds one page of encoded text at most, never the run. They
+take items as :class:`~airflow_provider_aoai_evals.api.raw_items.RawItem`: JSON Lines copies the API's
+bytes without building a model; CSV and XCom records build what they need from them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from airflow_provider_aoai_evals.api.models import OutputItem, OutputItemResult
+from airflow_provider_aoai_evals.api.raw_items import RawItem
 
 #: Formats the export operator accepts.
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -47,21 +50,18 @@ class Encoder(Protocol):
         """Bytes written once at the start of the file (empty for JSONL)."""
         ...
 
-    def encode(self, items: Sequence[OutputItem]) -> bytes:
+    def encode(self, items: Sequence[RawItem]) -> bytes:
         """The bytes of a page of items."""
         ...
 
-    def records(self, item: OutputItem) -> list[dict[str, Any]]:
+    def records(self, item: RawItem) -> list[dict[str, Any]]:
         """The item as JSON-serializable dicts, for XCom (one for JSONL, one per row for CSV)."""
         ...
 
 
 class JsonlEncoder:
-    """One JSON object per line, exactly the fields the API sent (unknown ones included, nothing added).
-
-    ``exclude_unset`` keeps the models' defaults out, so a line round-trips to the API's JSON; pydantic-core
-    serializes a 2 KB item faster than ``json.dumps`` of the equivalent dict.
-    """
+    """One JSON object per line, exactly the bytes the API sent for the item (unknown fields included,
+    nothing added; line breaks between tokens removed so that each item is one line)."""
 
     name = "jsonl"
     content_type = "application/x-ndjson"
@@ -69,15 +69,13 @@ class JsonlEncoder:
     def header(self) -> bytes:
         return b""
 
-    def encode(self, items: Sequence[OutputItem]) -> bytes:
+    def encode(self, items: Sequence[RawItem]) -> bytes:
         if not items:
             return b""
-        lines = [item.model_dump_json(exclude_unset=True) for item in items]
-        lines.append("")
-        return "\n".join(lines).encode()
+        return b"\n".join([item.raw for item in items]) + b"\n"
 
-    def records(self, item: OutputItem) -> list[dict[str, Any]]:
-        return [item.model_dump(mode="json", exclude_unset=True)]
+    def records(self, item: RawItem) -> list[dict[str, Any]]:
+        return [item.as_dict()]
 
 
 def csv_rows(item: OutputItem) -> list[dict[str, Any]]:
@@ -141,12 +139,14 @@ class CsvEncoder:
     def header(self) -> bytes:
         return self._write([list(CSV_COLUMNS)])
 
-    def encode(self, items: Sequence[OutputItem]) -> bytes:
-        rows = [[_cell(row[column]) for column in CSV_COLUMNS] for item in items for row in csv_rows(item)]
+    def encode(self, items: Sequence[RawItem]) -> bytes:
+        rows = [
+            [_cell(row[column]) for column in CSV_COLUMNS] for item in items for row in csv_rows(item.model())
+        ]
         return self._write(rows) if rows else b""
 
-    def records(self, item: OutputItem) -> list[dict[str, Any]]:
-        return [{column: row[column] for column in CSV_COLUMNS} for row in csv_rows(item)]
+    def records(self, item: RawItem) -> list[dict[str, Any]]:
+        return [{column: row[column] for column in CSV_COLUMNS} for row in csv_rows(item.model())]
 
 
 def encoder_for(name: str) -> Encoder:

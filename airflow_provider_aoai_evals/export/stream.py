@@ -1,12 +1,12 @@
 """The export loop: pages in, bytes out, one page at a time, with counts for the task's XCom and logs.
 
 Memory stays flat in the number of items: a page is encoded and handed to ``write`` before the next one
-is fetched, and the only state that grows is the compact id set (see ``dedupe``).
+is taken, and the only state that grows is the compact id set (see ``dedupe``). Pages arrive as
+``RawItemPage`` (items kept as the API's bytes), so JSON Lines never builds a model per item.
 
-Pages are fetched in the same thread as they are written. Fetching the next page in a background thread
-while writing the current one was measured (benchmarks/export_items.py) and gained nothing: the export is
-CPU-bound in the client (JSON decoding, model validation, encoding) and the server answers a page in well
-under the client's time, so there is little waiting to overlap and the GIL serializes the rest.
+Fetching the next page while this one is written is the caller's choice (``read_ahead``): it gained nothing
+while every item went through a pydantic model (the export was CPU-bound in the client), and pays once
+pages are copied as bytes (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_aoai_evals.api.models import OutputItem, Page
+from airflow_provider_aoai_evals.api.raw_items import RawItemPage
 from airflow_provider_aoai_evals.export.dedupe import SeenIds
 from airflow_provider_aoai_evals.export.formats import Encoder
 
@@ -41,7 +41,7 @@ class ItemLimitExceeded(Exception):
 
 
 def stream_pages(
-    pages: Iterable[Page[OutputItem]],
+    pages: Iterable[RawItemPage],
     encoder: Encoder,
     *,
     write: Callable[[bytes], Any] | None = None,

@@ -27,6 +27,7 @@ from airflow_provider_aoai_evals.api.operations import MAX_PAGE_SIZE, OUTPUT_ITE
 from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.export.atomic import atomic_write
 from airflow_provider_aoai_evals.export.formats import EXPORT_FORMATS, encoder_for
+from airflow_provider_aoai_evals.export.read_ahead import read_ahead
 from airflow_provider_aoai_evals.export.stream import ExportStats, ItemLimitExceeded, stream_pages
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 
@@ -210,12 +211,12 @@ class ExportEvalRunOutputItemsOperator(BaseOperator):
             fmt.name,
             path,
         )
-        pages = client.list_output_item_pages(
+        pages = client.list_raw_output_item_pages(
             self.eval_id, self.run_id, status=self.status, limit=MAX_PAGE_SIZE
         )
         started = time.monotonic()
-        with atomic_write(path.fs, path.path) as handle:
-            stats = stream_pages(pages, fmt, write=handle.write, on_page=self._progress(started))
+        with atomic_write(path.fs, path.path) as handle, read_ahead(pages) as ahead:
+            stats = stream_pages(ahead, fmt, write=handle.write, on_page=self._progress(started))
         self._log_done(stats, started, path)
         self._check_count(stats, expected)
         return {
@@ -233,7 +234,9 @@ class ExportEvalRunOutputItemsOperator(BaseOperator):
             self._too_many(expected, exact=True)
         # One item past the limit is enough to know; never fetch a 100-item page to learn that 4 is too many.
         page_size = max(1, min(MAX_PAGE_SIZE, limit + 1))
-        pages = client.list_output_item_pages(self.eval_id, self.run_id, status=self.status, limit=page_size)
+        pages = client.list_raw_output_item_pages(
+            self.eval_id, self.run_id, status=self.status, limit=page_size
+        )
         records: list[dict[str, Any]] = []
         try:
             stats = stream_pages(pages, fmt, keep=records, max_items=limit)

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
 
-from airflow_provider_aoai_evals.api.models import OutputItem, Page
+from airflow_provider_aoai_evals.api.raw_items import RawItem, RawItemPage
 from airflow_provider_aoai_evals.export import SeenIds, atomic_write, encoder_for, stream_pages
 from airflow_provider_aoai_evals.export.stream import ItemLimitExceeded
 
 
-def page(*indices: int, status: str = "pass") -> Page[OutputItem]:
-    return Page[OutputItem](
-        data=[OutputItem(id=f"outputitem_{i:08x}", status=status, datasource_item_id=i) for i in indices],
-        has_more=True,
-    )
+def page(*indices: int, status: str = "pass") -> RawItemPage:
+    def item(i: int) -> RawItem:
+        raw = f'{{"id": "outputitem_{i:08x}", "status": "{status}", "datasource_item_id": {i}}}'
+        return RawItem(f"outputitem_{i:08x}", status, raw.encode())
+
+    return RawItemPage(data=[item(i) for i in indices], has_more=True)
 
 
 def test_items_repeated_across_a_page_boundary_are_written_once() -> None:
@@ -36,7 +37,7 @@ def test_items_repeated_across_a_page_boundary_are_written_once() -> None:
 def test_item_limit_stops_at_the_first_page_past_it() -> None:
     consumed: list[int] = []
 
-    def pages() -> Iterator[Page[OutputItem]]:
+    def pages() -> Iterator[RawItemPage]:
         for start in range(0, 1000, 10):
             consumed.append(start)
             yield page(*range(start, start + 10))
