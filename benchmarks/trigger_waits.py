@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import dataclasses
 import gc
 import io
 import json
@@ -607,9 +608,11 @@ def _variants_for(n: int) -> list[str]:
     return [v for v in VARIANTS if v != "blocking" or n <= BLOCKING_MAX_N]
 
 
-def measure(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
+def measure(*, quick: bool = False, repeats: int = 3, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Every variant at every size, ``repeats`` fresh processes each, interleaved per size."""
     plan = QUICK if quick else FULL
+    if sizes:
+        plan = dataclasses.replace(plan, sizes=sizes)
     if plan.max_repeats is not None:
         repeats = min(repeats, plan.max_repeats)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -794,9 +797,9 @@ def profile(variant: str, n: int, *, top: int = 30) -> str:
         return "\n".join(report)
 
 
-def main(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
+def main(*, quick: bool = False, repeats: int = 3, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Entry point used by ``benchmarks/run_all.py``: measure, print the table, write the JSON artifact."""
-    result = measure(quick=quick, repeats=repeats)
+    result = measure(quick=quick, repeats=repeats, sizes=sizes)
     print()
     print(render(result))
     path = write_json(NAME, result)
@@ -808,6 +811,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="N = 100 and 500, one repeat (smoke run)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--sizes", type=lambda v: tuple(int(n) for n in v.split(",")), help="only these N, e.g. 1000,5000"
+    )
     parser.add_argument(
         "--profile", choices=sorted(VARIANTS), help="print a cProfile of this variant instead"
     )
@@ -832,4 +838,4 @@ if __name__ == "__main__":
     elif args.profile:
         print(profile(args.profile, args.profile_n))
     else:
-        main(quick=args.quick, repeats=max(1, args.repeats))
+        main(quick=args.quick, repeats=max(1, args.repeats), sizes=args.sizes)

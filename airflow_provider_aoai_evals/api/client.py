@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import requests
+import yarl
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 
@@ -93,6 +94,9 @@ def _result(call: Call[R], status: int, headers: Mapping[str, str], body: bytes)
             path=req.path,
         ) from None
 
+
+#: URLs an async client keeps parsed (a trigger's client needs one; more than this starts again).
+_URL_CACHE_SIZE = 32
 
 #: Largest single read of a response body (a page of 100 output items of 2 KB is about 200 KB).
 _BODY_READ_BYTES = 1 << 20
@@ -269,10 +273,9 @@ class EvalsClient(_Common):
         return _result(call, resp.status_code, resp.headers, body)
 
     def _execute(self, call: Call[R], *, deadline: float | None = None) -> R:
-        for attempt in self.settings.retry.retrying(deadline=deadline, retry_if=self._retry_if(call)):
-            with attempt:
-                return self._send(call, deadline)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        return self.settings.retry.call(
+            lambda: self._send(call, deadline), deadline=deadline, retry_if=self._retry_if(call)
+        )
 
     def _pages(self, make: Any, after: str | None) -> Iterator[Any]:
         """Walk pages by the ``after`` cursor. The first call is built now, so bad arguments fail at the
@@ -569,6 +572,7 @@ class AsyncEvalsClient(_Common):
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxy: str | None = None
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], yarl.URL] = {}
 
     def __repr__(self) -> str:
         return f"AsyncEvalsClient({self.settings!r})"
@@ -630,6 +634,17 @@ class AsyncEvalsClient(_Common):
 
     # -- transport -----------------------------------------------------------------------------------------
 
+    def _target(self, req: PreparedRequest) -> yarl.URL:
+        """The request's URL with its query, parsed once per path and query: a trigger asks for the same
+        URL on every poll, and parsing it again each time was a tenth of the poll's CPU."""
+        key = (req.path, tuple(req.query.items()))
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self._urls[key] = yarl.URL(self._url(req)).with_query(req.query or None)
+        return url
+
     async def _send(self, call: Call[R], deadline: float | None) -> R:
         session = await self._acquire()
         req = call.request
@@ -639,8 +654,7 @@ class AsyncEvalsClient(_Common):
         try:
             async with session.request(
                 req.method,
-                self._url(req),
-                params=req.query or None,
+                self._target(req),
                 json=call.body,
                 headers=headers,
                 timeout=timeout,
@@ -679,12 +693,9 @@ class AsyncEvalsClient(_Common):
         return _result(call, status, resp_headers, body)
 
     async def _execute(self, call: Call[R], *, deadline: float | None = None) -> R:
-        async for attempt in self.settings.retry.async_retrying(
-            deadline=deadline, retry_if=self._retry_if(call)
-        ):
-            with attempt:
-                return await self._send(call, deadline)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        return await self.settings.retry.acall(
+            lambda: self._send(call, deadline), deadline=deadline, retry_if=self._retry_if(call)
+        )
 
     def _pages(self, make: Any, after: str | None) -> AsyncIterator[Any]:
         first = make(after)  # validates the arguments now, as the sync client does

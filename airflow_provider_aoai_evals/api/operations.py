@@ -64,6 +64,7 @@ class Operations:
 
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
+        self._last_get_run: tuple[tuple[str, str], Call[EvalRun]] | None = None
 
     def _prepare(
         self, operation: Operation, query: Mapping[str, str | int | None] | None = None, **ids: str
@@ -155,7 +156,14 @@ class Operations:
         return Call(self._prepare(Operation.LIST_RUNS, query, eval_id=eval_id), None, _page(EvalRun))
 
     def get_run(self, eval_id: str, run_id: str) -> Call[EvalRun]:
-        return Call(self._prepare(Operation.GET_RUN, eval_id=eval_id, run_id=run_id), None, _model(EvalRun))
+        """Kept for the next call with the same ids: a trigger or sensor asks for the same run every poll,
+        and a ``Call`` is immutable, so its ids need validating and its route preparing only once."""
+        ids = (eval_id, run_id)
+        if self._last_get_run is not None and self._last_get_run[0] == ids:
+            return self._last_get_run[1]
+        call = Call(self._prepare(Operation.GET_RUN, eval_id=eval_id, run_id=run_id), None, _model(EvalRun))
+        self._last_get_run = (ids, call)
+        return call
 
     def cancel_run(self, eval_id: str, run_id: str, operation: Operation) -> Call[EvalRun]:
         return Call(self._prepare(operation, eval_id=eval_id, run_id=run_id), None, _model(EvalRun))

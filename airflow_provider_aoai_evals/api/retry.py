@@ -13,14 +13,17 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import tenacity
 
 from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -89,6 +92,56 @@ class RetryPolicy:
         if isinstance(exc, EvalsAPIError) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_retry_after)
         return self.backoff(retries_taken)
+
+    # -- running a call under the policy --------------------------------------------------------------------
+
+    def call(
+        self,
+        attempt: Callable[[], T],
+        *,
+        deadline: float | None = None,
+        retry_if: Callable[[BaseException], bool] | None = None,
+    ) -> T:
+        """``attempt()`` under this policy. The first try runs outside tenacity and only a failure that
+        may be retried enters it, where that failure counts as attempt 1: nearly every call succeeds at
+        once, and setting tenacity up cost a trigger's poll about as much as aiohttp's own request work."""
+        try:
+            return attempt()
+        except Exception as exc:  # noqa: BLE001 - handed on below, or re-raised as it is
+            first = self._first_failure(exc, retry_if)
+        replay = [first]
+        for retry in self.retrying(deadline=deadline, retry_if=retry_if):
+            with retry:
+                if replay:
+                    raise replay.pop()
+                return attempt()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def acall(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None = None,
+        retry_if: Callable[[BaseException], bool] | None = None,
+    ) -> T:
+        """The same as :meth:`call` for coroutines; pauses are ``asyncio.sleep``."""
+        try:
+            return await attempt()
+        except Exception as exc:  # noqa: BLE001 - handed on below, or re-raised as it is
+            first = self._first_failure(exc, retry_if)
+        replay = [first]
+        async for retry in self.async_retrying(deadline=deadline, retry_if=retry_if):
+            with retry:
+                if replay:
+                    raise replay.pop()
+                return await attempt()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _first_failure(self, exc: Exception, retry_if: Callable[[BaseException], bool] | None) -> Exception:
+        """``exc`` if the policy may retry it; otherwise re-raise it now, as tenacity would."""
+        if self.max_attempts <= 1 or not (retry_if or self.is_retryable)(exc):
+            raise exc
+        return exc
 
     # -- tenacity plumbing ---------------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 #: The event statuses this trigger yields; ``execute_complete`` accepts only these.
 EVENT_STATUSES = ("success", "failure", "timeout", "error")
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+#: While a run's status and counts stay the same, its progress line is repeated this often (seconds).
+PROGRESS_HEARTBEAT_SECONDS = 300.0
 
 
 def _error_fields(exc: Exception) -> dict[str, Any]:
@@ -114,6 +116,7 @@ class EvalRunTrigger(BaseTrigger):
         failures = 0
         last_status: str | None = None
         last_state: tuple[str, str] | None = None
+        last_logged = time.monotonic()
         while True:
             if time.time() >= self.deadline:
                 return self._event(
@@ -147,12 +150,17 @@ class EvalRunTrigger(BaseTrigger):
                 failures = 0
                 last_status = run.status
                 counts = run.result_counts
-                state = (run.status, counts.model_dump_json() if counts else "")
-                if state != last_state:  # one line per change, not one per poll of an unchanged run
-                    self.log.info("%s", summarize(run).progress_line())
-                    last_state = state
-                if run.is_terminal:
+                state = (run.status, repr(counts))
+                now = time.monotonic()
+                # A line per change of status or counts, like a progress bar; an unchanged run gets a line
+                # every PROGRESS_HEARTBEAT_SECONDS so a reader sees the wait is alive, not one per poll.
+                summary = None
+                if state != last_state or now - last_logged >= PROGRESS_HEARTBEAT_SECONDS:
                     summary = summarize(run)
+                    self.log.info("%s", summary.progress_line())
+                    last_state, last_logged = state, now
+                if run.is_terminal:
+                    summary = summary or summarize(run)
                     ok = run.status in self.success_statuses
                     api_message = summary.error_message
                     message = (
@@ -166,7 +174,7 @@ class EvalRunTrigger(BaseTrigger):
                         run_status=run.status,
                         summary=summary.to_xcom(),
                     )
-                del run, counts  # not kept alive across the sleep: thousands of waits share this process
+                del run, counts, summary  # not kept alive across the sleep: thousands of waits share this process
             await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
 
     async def on_kill(self) -> None:

@@ -61,6 +61,32 @@ def test_success_yields_one_event_with_summary(
     assert any("queued" in line for line in progress) and any("completed" in line for line in progress)
 
 
+def test_progress_is_logged_per_change_with_a_heartbeat_when_unchanged(
+    server: FakeEvalsServer,
+    eval_id: str,
+    trigger_logs: list[MutableMapping[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = server.add_run(eval_id, RunScript(queued_seconds=1.2, in_progress_seconds=0))["id"]
+
+    def lines() -> list[str]:
+        return [str(e["event"]) for e in trigger_logs if str(e["event"]).startswith(f"eval run {run_id}")]
+
+    [event] = events(make(eval_id, run_id, poll_interval=0.05))
+    assert event["status"] == "success" and server.count("GET", f"/runs/{run_id}$") >= 10
+    assert [line.split(",")[0] for line in lines()] == [
+        f"eval run {run_id}: queued",
+        f"eval run {run_id}: completed",
+    ]
+
+    trigger_logs.clear()
+    run_id = server.add_run(eval_id, RunScript(queued_seconds=1.2, in_progress_seconds=0))["id"]
+    monkeypatch.setattr("airflow_provider_aoai_evals.triggers.eval_run.PROGRESS_HEARTBEAT_SECONDS", 0.3)
+    events(make(eval_id, run_id, poll_interval=0.05))
+    queued = [line for line in lines() if ": queued" in line]
+    assert 3 <= len(queued) <= 6  # about 1.2 s / 0.3 s, far fewer than the ~20 polls
+
+
 @pytest.mark.parametrize("final", ["failed", "canceled"])
 def test_failed_or_canceled_run_yields_failure(server: FakeEvalsServer, eval_id: str, final: str) -> None:
     script = RunScript(

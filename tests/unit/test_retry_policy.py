@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import time
 from typing import Any
 
 import pytest
@@ -95,3 +97,68 @@ def test_retrying_stops_at_attempts_and_deadline() -> None:
 def test_policy_validates(kwargs: dict[str, float]) -> None:
     with pytest.raises(EvalsConfigError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def _attempts(*outcomes: BaseException | str) -> tuple[list[int], Any]:
+    """An attempt function that raises or returns the given outcomes in turn, counting its calls."""
+    calls: list[int] = []
+    queue = list(outcomes)
+
+    def attempt() -> str:
+        calls.append(1)
+        outcome = queue.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return calls, attempt
+
+
+def test_call_runs_the_policy_with_the_first_try_outside_tenacity(caplog: pytest.LogCaptureFixture) -> None:
+    policy = RetryPolicy(max_attempts=3, initial_delay=0, max_delay=0)
+    calls, attempt = _attempts("ok")
+    assert policy.call(attempt) == "ok" and len(calls) == 1
+
+    calls, attempt = _attempts(EvalsServerError("boom", status_code=503), EvalsRateLimitError("slow"), "ok")
+    with caplog.at_level("WARNING", logger="airflow_provider_aoai_evals.api.retry"):
+        assert policy.call(attempt) == "ok"
+    assert len(calls) == 3
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "Evals API call failed (attempt 1 of 3)",
+        "Evals API call failed (attempt 2 of 3)",
+    ]
+
+    calls, attempt = _attempts(*(EvalsServerError("boom", status_code=500) for _ in range(5)))
+    with pytest.raises(EvalsServerError):
+        policy.call(attempt)
+    assert len(calls) == 3  # the first try counts as attempt 1
+
+    calls, attempt = _attempts(EvalsBadRequestError("bad", status_code=400), "never")
+    with pytest.raises(EvalsBadRequestError):
+        policy.call(attempt)
+    assert len(calls) == 1
+
+    calls, attempt = _attempts(EvalsServerError("boom", status_code=500), "never")
+    with pytest.raises(EvalsServerError):
+        RetryPolicy(max_attempts=1).call(attempt)
+    assert len(calls) == 1
+
+
+def test_acall_honours_retry_if_and_the_deadline() -> None:
+    policy = RetryPolicy(max_attempts=5, initial_delay=0, max_delay=0)
+    calls, attempt = _attempts(EvalsServerError("boom", status_code=500), "ok")
+
+    assert asyncio.run(policy.acall(lambda: _wrap(attempt))) == "ok" and len(calls) == 2
+    calls, attempt = _attempts(EvalsServerError("boom", status_code=500), "never")
+    with pytest.raises(EvalsServerError):
+        asyncio.run(policy.acall(lambda: _wrap(attempt), retry_if=lambda exc: False))
+    assert len(calls) == 1
+    slow = RetryPolicy(max_attempts=5, initial_delay=30, max_delay=30, jitter=0)
+    calls, attempt = _attempts(EvalsServerError("boom", status_code=500), "never")
+    with pytest.raises(EvalsServerError):
+        asyncio.run(slow.acall(lambda: _wrap(attempt), deadline=time.time() + 5))
+    assert len(calls) == 1  # a 30 s pause would end after the deadline
+
+
+async def _wrap(fn: Any) -> Any:
+    return fn()
