@@ -115,7 +115,7 @@ class EvalRunTrigger(BaseTrigger):
     async def _wait(self, client: AsyncEvalsClient) -> TriggerEvent:
         failures = 0
         last_status: str | None = None
-        last_state: tuple[str, str] | None = None
+        last_state: tuple[str, tuple[int, int, int, int] | None] | None = None
         last_logged = time.monotonic()
         while True:
             if time.time() >= self.deadline:
@@ -150,7 +150,8 @@ class EvalRunTrigger(BaseTrigger):
                 failures = 0
                 last_status = run.status
                 counts = run.result_counts
-                state = (run.status, repr(counts))
+                tally = (counts.total, counts.passed, counts.failed, counts.errored) if counts else None
+                state = (run.status, tally)
                 now = time.monotonic()
                 # A line per change of status or counts, like a progress bar; an unchanged run gets a line
                 # every PROGRESS_HEARTBEAT_SECONDS so a reader sees the wait is alive, not one per poll.
@@ -174,7 +175,8 @@ class EvalRunTrigger(BaseTrigger):
                         run_status=run.status,
                         summary=summary.to_xcom(),
                     )
-                del run, counts, summary  # not kept alive across the sleep: thousands of waits share this process
+                # Not kept alive across the sleep: thousands of waits share this process.
+                del run, counts, summary
             await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
 
     async def on_kill(self) -> None:
