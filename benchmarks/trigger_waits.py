@@ -736,7 +736,24 @@ def _targets(rows: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
              "value": None if vs_bare is None else f"{vs_bare:.2f}x",
              "verdict": _verdict(None if vs_bare is None else vs_bare <= TARGET_CPU_VS_BARE)},
         ]  # fmt: skip
+        # The same two ratios on the steady window (all N polling, none set up or finishing): CPU per poll
+        # without the per-wait set-up that the whole window spreads over only ~3 polls per wait.
+        steady = _steady_ratio(ours, theirs), _steady_ratio(ours, bare)
+        if steady != (None, None):
+            targets += [
+                {"target": f"steady CPU/poll <= {limit}x {name}", "n": n, "value": f"{ratio:.2f}x",
+                 "verdict": _verdict(ratio <= limit)}
+                for ratio, limit, name in ((steady[0], TARGET_CPU_VS_OPENAI, "openai.AsyncOpenAI"),
+                                           (steady[1], TARGET_CPU_VS_BARE, "bare aiohttp"))
+                if ratio is not None
+            ]  # fmt: skip
     return targets
+
+
+def _steady_ratio(ours: dict[str, Any], other: dict[str, Any] | None) -> float | None:
+    if other is None or not ours.get("steady_cpu_us_per_poll") or not other.get("steady_cpu_us_per_poll"):
+        return None
+    return float(ours["steady_cpu_us_per_poll"]) / float(other["steady_cpu_us_per_poll"])
 
 
 def _fmt(value: float | None, spec: str) -> str:
