@@ -477,25 +477,12 @@ class EvalsClient(_Common):
         )
 
     def list_raw_output_item_pages(
-        self,
-        eval_id: str,
-        run_id: str,
-        *,
-        status: str | None = None,
-        order: str = "asc",
-        limit: int | None = None,
-        after: str | None = None,
+        self, eval_id: str, run_id: str, *, status: str | None = None, limit: int | None = None
     ) -> Iterator[RawItemPage]:
-        """Pages whose items keep the bytes the API sent: for exports, which copy items rather than read
-        them (see ``raw_items``). Retries, deadlines and the cursor walk are those of the typed pages."""
+        """Pages (oldest first) whose items keep the bytes the API sent: for exports, which copy items
+        rather than read them (see ``raw_items``). Retries and the cursor walk are the typed pages'."""
         size = _page_size(limit)
-
-        def make(a: str | None) -> Call[RawItemPage]:
-            return self.ops.list_raw_output_items(
-                eval_id, run_id, after=a, limit=size, order=order, status=status
-            )
-
-        return self._pages(make, after)
+        return self._pages(lambda a: self.ops.list_raw_output_items(eval_id, run_id, a, size, status), None)
 
     def get_output_item(self, eval_id: str, run_id: str, output_item_id: str) -> OutputItem:
         return self._execute(self.ops.get_output_item(eval_id, run_id, output_item_id))

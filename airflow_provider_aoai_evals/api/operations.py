@@ -189,17 +189,10 @@ class Operations:
         )
 
     def list_raw_output_items(
-        self,
-        eval_id: str,
-        run_id: str,
-        *,
-        after: str | None,
-        limit: int,
-        order: str,
-        status: str | None = None,
+        self, eval_id: str, run_id: str, after: str | None, limit: int, status: str | None
     ) -> Call[RawItemPage]:
-        """The same request, answered as items kept in their original bytes (see ``raw_items``)."""
-        req = self._list_output_items(eval_id, run_id, after, limit, order, status)
+        """Oldest first, answered as items kept in their original bytes (see ``raw_items``)."""
+        req = self._list_output_items(eval_id, run_id, after, limit, "asc", status)
         return Call(req, None, read_raw_item_page)
 
     def _list_output_items(

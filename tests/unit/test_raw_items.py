@@ -96,7 +96,7 @@ def test_json_that_is_not_a_page_is_a_shape_error(body: bytes) -> None:
 
 def test_client_maps_raw_page_failures_like_typed_ones() -> None:
     ops = Operations(ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k")))
-    call = ops.list_raw_output_items("eval_1", "evalrun_1", after=None, limit=100, order="asc")
+    call = ops.list_raw_output_items("eval_1", "evalrun_1", None, 100, None)
     headers = {"x-request-id": "req_7"}
     assert len(_result(call, 200, headers, envelope([item(1)])).data) == 1
     with pytest.raises(EvalsServerError, match="not valid JSON") as info:
