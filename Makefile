@@ -31,7 +31,7 @@ RUN31 := bash scripts/airflow-env.sh $(AIRFLOW31_HOME_DIR)
 TIMED := bash scripts/timed.sh
 
 # Lint only the directories that already contain Python files (mypy fails on an empty directory).
-LINT_DIRS := airflow_provider_aoai_evals tests example_dags benchmarks scripts
+LINT_DIRS := airflow_provider_aoai_evals tests example_dags benchmarks scripts e2e
 LINT_PATHS = $(foreach d,$(LINT_DIRS),$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 
 # Stage timings of this make invocation (the caller may pass its own file, e.g. .ci/run does).

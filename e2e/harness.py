@@ -1,3 +1,4 @@
+# ruff: noqa: T201 - the suite reports its progress on stdout (pytest -s)
 """Process, database and HTTP plumbing for the end-to-end suite (no Airflow import: the suite drives
 Airflow from outside, through its processes, its REST API and its database).
 
@@ -47,7 +48,11 @@ def free_port() -> int:
 
 
 def wait_for(
-    what: str, fn: Callable[[], T], timeout: float, interval: float = 1.0, on_timeout: Callable[[], Any] = None
+    what: str,
+    fn: Callable[[], T | None],
+    timeout: float,
+    interval: float = 1.0,
+    on_timeout: Callable[[], Any] | None = None,
 ) -> T:
     """Poll ``fn`` until it returns something truthy; raise TimeoutError naming ``what`` (and the last
     value or exception) after ``timeout`` seconds."""
@@ -119,10 +124,8 @@ class Proc:
         """SIGTERM the process group, then SIGKILL whatever is left of it."""
         if self.alive():
             self.kill_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill_group(signal.SIGKILL)  # children that outlived their leader
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
@@ -140,11 +143,18 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[Proc] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> Proc:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO
+    ) -> Proc:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as out:
             popen = subprocess.Popen(  # noqa: S603
-                argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         proc = Proc(name, popen, log_path)
@@ -162,7 +172,10 @@ class Procs:
 
 def dump_logs(procs: list[Proc], lines: int = 60) -> None:
     for proc in procs:
-        print(f"\n----- last {lines} lines of {proc.name} ({proc.log_path}) -----\n{proc.tail(lines)}", flush=True)
+        print(
+            f"\n----- last {lines} lines of {proc.name} ({proc.log_path}) -----\n{proc.tail(lines)}",
+            flush=True,
+        )
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------------------------------
@@ -192,21 +205,63 @@ class Postgres:
 
     def start(self) -> None:
         self._run(["mkdir", "-p", str(self.sockdir)])
-        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "airflow", "--auth=trust",
-                   "-E", "UTF8", "--locale=C.UTF-8" if Path("/usr/lib/locale/C.utf8").exists() else "--locale=C"])
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "airflow",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8" if Path("/usr/lib/locale/C.utf8").exists() else "--locale=C",
+            ]
+        )
         with PIDS_FILE.open("a") as f:
             f.write(f"pgdata {self.datadir} {self.bindir} {' '.join(self.as_user)}\n")
-        opts = (f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c max_connections=400 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB")
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l", str(self.log_path),
-                   "-w", "-t", "60", "start"])
+        opts = (
+            f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c max_connections=400 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
+        )
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-o",
+                opts,
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         log(f"PostgreSQL {self.bindir.parent.name} on 127.0.0.1:{self.port}, data {self.datadir}")
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         return subprocess.run(  # noqa: S603
-            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", "-d", db,
-             "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "airflow",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
 
     def create_db(self, name: str) -> str:
@@ -217,19 +272,34 @@ class Postgres:
         """Every table's rows (``pg_dump --data-only``, INSERT statements, bytea as hex)."""
         with out.open("w") as f:
             subprocess.run(  # noqa: S603
-                [str(self.bindir / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow",
-                 "--data-only", "--inserts", db],
-                check=True, stdout=f, text=True,
+                [
+                    str(self.bindir / "pg_dump"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "airflow",
+                    "--data-only",
+                    "--inserts",
+                    db,
+                ],
+                check=True,
+                stdout=f,
+                text=True,
             )
         return out
 
     def stop(self) -> None:
         if self.datadir.exists():
             with contextlib.suppress(subprocess.CalledProcessError):
-                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"])
+                self._run(
+                    [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"]
+                )
         with contextlib.suppress(OSError):
-            if self.log_path.parent == self.root:
-                shutil.copy(self.log_path, ART / "postgres.log")
+            if self.log_path.parent == self.root:  # appended: one file for every session
+                with (ART / "postgres.log").open("ab") as out:
+                    out.write(self.log_path.read_bytes())
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -237,20 +307,38 @@ class Postgres:
 class Fake:
     def __init__(self, procs: Procs, api_key: str, python: Path) -> None:
         self.api_key = api_key
+        log_path = ART / "fake-evals-server.log"
+        # The log is appended to by every session: read only what this server writes.
+        offset = log_path.stat().st_size if log_path.exists() else 0
         self.proc = procs.start(
             "fake-evals-server",
-            [str(python), "-m", "airflow_provider_aoai_evals.testing", "--port", "0", "--flavor", "openai",
-             "--api-key", api_key, "--request-log-limit", "2000000", "--queued-seconds", "1",
-             "--run-seconds", "100000"],  # API-created runs finish only when a test says so
+            [
+                str(python),
+                "-m",
+                "airflow_provider_aoai_evals.testing",
+                "--port",
+                "0",
+                "--flavor",
+                "openai",
+                "--api-key",
+                api_key,
+                "--request-log-limit",
+                "2000000",
+                "--queued-seconds",
+                "1",
+                "--run-seconds",
+                "100000",
+            ],  # API-created runs finish only when a test says so
             env={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-            log_path=ART / "fake-evals-server.log",
+            log_path=log_path,
         )
         line = wait_for(
             "FakeEvalsServer to listen",
-            lambda: re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.proc.log_path.read_text()),
-            timeout=30, interval=0.2,
+            lambda: re.search(rb"listening on (http://127\.0\.0\.1:\d+)", log_path.read_bytes()[offset:]),
+            timeout=30,
+            interval=0.2,
         )
-        self.url = line.group(1)
+        self.url = line.group(1).decode()
         self.base_url = self.url + "/v1"
         self.http = requests.Session()
 
@@ -260,8 +348,13 @@ class Fake:
         return r.json() if r.content else None
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        r = self.http.request(method, f"{self.base_url}{path}", json=body, timeout=30,
-                              headers={"Authorization": f"Bearer {self.api_key}"})
+        r = self.http.request(
+            method,
+            f"{self.base_url}{path}",
+            json=body,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
         r.raise_for_status()
         return r.json()
 
@@ -269,8 +362,11 @@ class Fake:
         return str(self.ctl("POST", "evals", {"name": name})["id"])
 
     def add_run(self, eval_id: str, name: str, **script: Any) -> str:
-        body = {"eval_id": eval_id, "name": name, "script": script or {"queued_seconds": 0.5,
-                                                                      "in_progress_seconds": 100000}}
+        body = {
+            "eval_id": eval_id,
+            "name": name,
+            "script": script or {"queued_seconds": 0.5, "in_progress_seconds": 100000},
+        }
         return str(self.ctl("POST", "runs", body)["id"])
 
     def set_status(self, run_id: str, status: str) -> None:
@@ -292,8 +388,16 @@ class Airflow:
 
     COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
-    def __init__(self, name: str, venv: Path, home: Path, db_url: str, procs: Procs,
-                 extra_env: dict[str, str], bundles: list[tuple[str, Path]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        venv: Path,
+        home: Path,
+        db_url: str,
+        procs: Procs,
+        extra_env: dict[str, str],
+        bundles: list[tuple[str, Path]],
+    ) -> None:
         self.name, self.venv, self.home, self.procs = name, venv, home, procs
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -301,40 +405,46 @@ class Airflow:
         self.triggerer_generation = 0
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AIRFLOW", "PYTHON", "VIRTUAL_ENV"))}
-        env.update({
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "12",
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "256",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # the suite unpauses what it runs
-            "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(bundles[0][1]),
-            "AIRFLOW__API__BASE_URL": self.url,
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
-                {"name": bname, "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                 "kwargs": {"path": str(path), "refresh_interval": 5}}
-                for bname, path in bundles
-            ]),
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "3",
-            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
-            "AIRFLOW__WEBSERVER__WARN_DEPLOYMENT_EXPOSURE": "False",
-        })
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON", "VIRTUAL_ENV"))}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "12",
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "256",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # the suite unpauses what it runs
+                "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(bundles[0][1]),
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+                "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                    [
+                        {
+                            "name": bname,
+                            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                            "kwargs": {"path": str(path), "refresh_interval": 5},
+                        }
+                        for bname, path in bundles
+                    ]
+                ),
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "3",
+                "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
+                "AIRFLOW__WEBSERVER__WARN_DEPLOYMENT_EXPOSURE": "False",
+            }
+        )
         env.update(extra_env)
         self.env = env
         self.http = requests.Session()
@@ -343,12 +453,18 @@ class Airflow:
     # -- processes -----------------------------------------------------------------------------------------
     def airflow(self, *args: str, timeout: float = 600) -> str:
         proc = subprocess.run(  # noqa: S603
-            [str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home, capture_output=True,
-            text=True, timeout=timeout,
+            [str(self.venv / "bin" / "airflow"), *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if proc.returncode:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                               f"{proc.stderr[-5000:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                f"{proc.stderr[-5000:]}"
+            )
         return proc.stdout
 
     def migrate(self) -> None:
@@ -359,24 +475,36 @@ class Airflow:
         if component == "api-server":
             argv += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         name = name or component
-        proc = self.procs.start(f"{self.name}-{name}", argv, self.env, ART / self.name / f"{name}.log", cwd=self.home)
+        proc = self.procs.start(
+            f"{self.name}-{name}", argv, self.env, ART / self.name / f"{name}.log", cwd=self.home
+        )
         self.components[component] = proc
         return proc
 
     def start(self) -> None:
         for component in self.COMPONENTS:
             self._start(component)
-        wait_for(f"{self.name} api-server", lambda: self.http.get(f"{self.url}/api/v2/monitor/health", timeout=5).ok,
-                 timeout=180, on_timeout=self.dump)
-        wait_for(f"{self.name} scheduler, triggerer and dag-processor healthy", self._healthy, timeout=180,
-                 on_timeout=self.dump)
+        wait_for(
+            f"{self.name} api-server",
+            lambda: self.http.get(f"{self.url}/api/v2/monitor/health", timeout=5).ok,
+            timeout=180,
+            on_timeout=self.dump,
+        )
+        wait_for(
+            f"{self.name} scheduler, triggerer and dag-processor healthy",
+            self._healthy,
+            timeout=180,
+            on_timeout=self.dump,
+        )
 
     def _healthy(self) -> bool:
         for proc in self.components.values():
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}")
         h = self.http.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-        return all((h.get(k) or {}).get("status") == "healthy" for k in ("scheduler", "triggerer", "dag_processor"))
+        return all(
+            (h.get(k) or {}).get("status") == "healthy" for k in ("scheduler", "triggerer", "dag_processor")
+        )
 
     def kill_triggerer(self) -> int:
         """SIGKILL the triggerer and its trigger-runner child (the whole process group): a crash, no cleanup."""
@@ -407,17 +535,28 @@ class Airflow:
             self._token = str(r.json()["access_token"])
         return self._token
 
-    def rest(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201), **params: Any) -> Any:
-        r = self.http.request(method, f"{self.url}/api/v2{path}", json=body, params=params or None, timeout=60,
-                              headers={"Authorization": f"Bearer {self.token}"})
+    def rest(
+        self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201), **params: Any
+    ) -> Any:
+        r = self.http.request(
+            method,
+            f"{self.url}/api/v2{path}",
+            json=body,
+            params=params or None,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         if r.status_code not in ok:
             raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:2000]}")
         return r.json() if r.content else None
 
     def wait_dag(self, dag_id: str, timeout: float = 240) -> None:
         def parsed() -> bool:
-            r = self.http.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=30,
-                              headers={"Authorization": f"Bearer {self.token}"})
+            r = self.http.get(
+                f"{self.url}/api/v2/dags/{dag_id}",
+                timeout=30,
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
             return r.ok
 
         wait_for(f"DAG {dag_id} to be parsed", parsed, timeout=timeout, interval=2, on_timeout=self.dump)
@@ -441,14 +580,18 @@ class Airflow:
         state = wait_for(
             f"DAG run {dag_id}/{run_id} to finish",
             lambda: (s := self.dag_run(dag_id, run_id)["state"]) in ("success", "failed") and s,
-            timeout=timeout, interval=3, on_timeout=self.dump,
+            timeout=timeout,
+            interval=3,
+            on_timeout=self.dump,
         )
         return str(state)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         while True:
-            page = self.rest("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100, offset=len(out))
+            page = self.rest(
+                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100, offset=len(out)
+            )
             out += page["task_instances"]
             if not page["task_instances"] or len(out) >= page["total_entries"]:
                 return out
@@ -460,7 +603,8 @@ class Airflow:
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
         r = self.http.get(
             f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"map_index": map_index, "full_content": "true"}, timeout=60,
+            params={"map_index": str(map_index), "full_content": "true"},
+            timeout=60,
             headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
         )
         r.raise_for_status()
@@ -469,8 +613,12 @@ class Airflow:
     def python(self, script: Path, *args: str, timeout: float = 300) -> Any:
         """Run a helper script with this deployment's Python and environment; it prints one JSON document."""
         proc = subprocess.run(  # noqa: S603
-            [str(self.venv / "bin" / "python"), str(script), *args], env=self.env, cwd=self.home,
-            capture_output=True, text=True, timeout=timeout,
+            [str(self.venv / "bin" / "python"), str(script), *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if proc.returncode:
             raise RuntimeError(f"{script.name} failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
@@ -498,19 +646,43 @@ def pids_of_cmdline(fragment: str) -> list[int]:
     return found
 
 
-def grep_tree(root: Path, needles: list[str]) -> list[str]:
-    """Files under ``root`` containing any needle (bytes search, so binary and gzip-less logs alike)."""
-    hits = []
+def search_files(roots: list[Path], needles: list[str]) -> dict[str, Any]:
+    """Every file under ``roots`` (directories, recursively, or files), searched as bytes for any needle: counts and the files hit."""
+    hits: list[str] = []
+    files = size = 0
     encoded = [n.encode() for n in needles]
-    for path in root.rglob("*"):
-        if path.is_file():
+    seen: set[Path] = set()
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if not path.is_file() or path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
             try:
                 data = path.read_bytes()
             except OSError:
                 continue
+            files += 1
+            size += len(data)
             if any(n in data for n in encoded):
                 hits.append(str(path))
-    return hits
+    return {"files": files, "bytes": size, "hits": hits}
+
+
+def file_audit_negative_control(roots: dict[str, Path], secret: str, needles: list[str]) -> dict[str, bool]:
+    """Plant ``secret`` in one new file under each root (a task log, a component log...), check that
+    :func:`search_files` reports every planted file, then delete them. Returns {root name: found}."""
+    planted: dict[str, Path] = {}
+    try:
+        for name, root in roots.items():
+            path = root / "e2e-planted-canary" / f"{name}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"INFO - connecting with headers {{'Authorization': 'Bearer {secret}'}}\n")
+            planted[name] = path
+        hits = set(search_files(list(roots.values()), needles)["hits"])
+        return {name: str(path) in hits for name, path in planted.items()}
+    finally:
+        for path in planted.values():
+            shutil.rmtree(path.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

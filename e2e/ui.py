@@ -10,31 +10,43 @@ Screenshots go to .artifacts/e2e/screenshots/.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from harness import Airflow, log, wait_for
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.remote.webdriver import WebDriver
+# selenium is installed into .venv by e2e/run.sh (not a declared extra): `make lint` on a fresh venv runs
+# before it is there, so a missing selenium is not an error (with selenium installed, mypy checks its types).
+from selenium import webdriver  # type: ignore[import-not-found,unused-ignore]
+from selenium.webdriver.chrome.service import Service  # type: ignore[import-not-found,unused-ignore]
+from selenium.webdriver.common.by import By  # type: ignore[import-not-found,unused-ignore]
+from selenium.webdriver.common.keys import Keys  # type: ignore[import-not-found,unused-ignore]
+from selenium.webdriver.remote.webdriver import WebDriver  # type: ignore[import-not-found,unused-ignore]
 
-CHROME_FLAGS = (
-    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-    "--disable-component-update --disable-sync --window-size=1400,2200"
-).split()
+from e2e.harness import Airflow, log, wait_for
+
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,2200",
+]
 
 
-def browser() -> WebDriver:
+def browser(profile: Path) -> WebDriver:
+    """Headless Chromium with a fresh profile directory (``profile``, removed by the caller)."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for flag in CHROME_FLAGS:
         opts.add_argument(flag)
-    opts.add_argument("--user-data-dir=" + tempfile.mkdtemp(prefix="aoai-e2e-chromium-"))
+    opts.add_argument(f"--user-data-dir={profile}")
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 
 
@@ -50,15 +62,27 @@ def button(scope: Any, label: str) -> Any:
 def check_connection_form(d: WebDriver, af: Airflow, shots: Path) -> dict[str, Any]:
     d.get(f"{af.url}/connections")
     wait_for("the Add Connection button", lambda: button(d, "Add Connection"), timeout=60).click()
-    dialog = wait_for("the connection dialog", lambda: d.find_element(By.CSS_SELECTOR, "[role=dialog]"), timeout=30)
-    combo = wait_for("the connection type box", lambda: [
-        i for i in dialog.find_elements(By.TAG_NAME, "input") if i.get_attribute("role") == "combobox"][0],
-        timeout=30)
+    dialog = wait_for(
+        "the connection dialog", lambda: d.find_element(By.CSS_SELECTOR, "[role=dialog]"), timeout=30
+    )
+    combo = wait_for(
+        "the connection type box",
+        lambda: next(
+            i for i in dialog.find_elements(By.TAG_NAME, "input") if i.get_attribute("role") == "combobox"
+        ),
+        timeout=30,
+    )
     combo.click()
     combo.send_keys("Evals")
-    wait_for("the aoai_evals option", lambda: [
-        o for o in d.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text == "OpenAI / Azure OpenAI Evals"],
-        timeout=30)
+    wait_for(
+        "the aoai_evals option",
+        lambda: [
+            o
+            for o in d.find_elements(By.CSS_SELECTOR, "[role=option]")
+            if o.text == "OpenAI / Azure OpenAI Evals"
+        ],
+        timeout=30,
+    )
     combo.send_keys(Keys.ENTER)
     wait_for("the standard fields", lambda: "Base URL / Endpoint" in dialog.text, timeout=30)
     standard = dialog.text
@@ -67,30 +91,51 @@ def check_connection_form(d: WebDriver, af: Airflow, shots: Path) -> dict[str, A
     wait_for("the extra fields", lambda: "Auth method (Azure only)" in dialog.text, timeout=30)
     extra = dialog.text
     # Scroll the dialog so the Azure-only fields are in the picture.
-    d.execute_script("arguments[0].scrollIntoView({block: 'start'})",
-                     dialog.find_element(By.XPATH, ".//*[normalize-space(text())='Flavor']"))
+    d.execute_script(
+        "arguments[0].scrollIntoView({block: 'start'})",
+        dialog.find_element(By.XPATH, ".//*[normalize-space(text())='Flavor']"),
+    )
     time.sleep(0.5)
     d.save_screenshot(str(shots / "connection-form-extra-fields.png"))
     azure_only = sorted({line for line in extra.splitlines() if line.endswith("(Azure only)")})
     openai_only = sorted({line for line in extra.splitlines() if line.endswith("(OpenAI only)")})
     for label in ("Base URL / Endpoint", "API key"):
         assert label in standard, standard
-    for label in ("API version (Azure only)", "Auth method (Azure only)", "Entra tenant ID (Azure only)",
-                  "Entra client ID (Azure only)", "Entra client secret (Azure only)",
-                  "Use DefaultAzureCredential (Azure only)", "Entra token scope (Azure only)",
-                  "Organization (OpenAI only)", "Project (OpenAI only)", "Flavor"):
+    for label in (
+        "API version (Azure only)",
+        "Auth method (Azure only)",
+        "Entra tenant ID (Azure only)",
+        "Entra client ID (Azure only)",
+        "Entra client secret (Azure only)",
+        "Use DefaultAzureCredential (Azure only)",
+        "Entra token scope (Azure only)",
+        "Organization (OpenAI only)",
+        "Project (OpenAI only)",
+        "Flavor",
+    ):
         assert label in extra, extra
-    return {"connection_form_azure_only_fields": azure_only, "connection_form_openai_only_fields": openai_only}
+    return {
+        "connection_form_azure_only_fields": azure_only,
+        "connection_form_openai_only_fields": openai_only,
+    }
 
 
-def check_report_link(d: WebDriver, af: Airflow, dag_id: str, run_id: str, task_id: str, expected_url: str,
-                      shots: Path) -> dict[str, Any]:
+def check_report_link(
+    d: WebDriver, af: Airflow, dag_id: str, run_id: str, task_id: str, expected_url: str, shots: Path
+) -> dict[str, Any]:
     links = af.rest("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+    links = links.get("extra_links", links)  # Airflow 3.3: {"extra_links": {name: url}, "total_entries": n}
     assert links.get("Eval run report") == expected_url, links
-    d.get(f"{af.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/{task_id}")
-    link = wait_for("the Eval run report link", lambda: [
-        a for a in d.find_elements(By.XPATH, "//a[contains(., 'Eval run report')] | //button[contains(., 'Eval run report')]")
-    ], timeout=60)[0]
+    # The task instance's Details tab lists its extra links ("Extra Links", one button per link).
+    d.get(f"{af.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/{task_id}/details")
+    link = wait_for(
+        "the Eval run report link",
+        lambda: d.find_elements(
+            By.XPATH, "//a[contains(., 'Eval run report')] | //button[contains(., 'Eval run report')]"
+        ),
+        timeout=60,
+    )[0]
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", link)
     time.sleep(1)
     d.save_screenshot(str(shots / "task-instance-report-link.png"))
     href = link.get_attribute("href") or link.find_element(By.XPATH, "./ancestor::a").get_attribute("href")
@@ -101,7 +146,8 @@ def check_report_link(d: WebDriver, af: Airflow, dag_id: str, run_id: str, task_
 
 def check_ui(af: Airflow, shots: Path, ti: dict[str, str]) -> dict[str, Any]:
     shots.mkdir(parents=True, exist_ok=True)
-    d = browser()
+    profile = Path(tempfile.mkdtemp(prefix="aoai-e2e-chromium-"))
+    d = browser(profile)
     try:
         result = check_connection_form(d, af, shots)
         result.update(check_report_link(d, af, ti["dag_id"], ti["run_id"], ti["task_id"], ti["url"], shots))
@@ -113,3 +159,4 @@ def check_ui(af: Airflow, shots: Path, ti: dict[str, str]) -> dict[str, Any]:
         raise
     finally:
         d.quit()
+        shutil.rmtree(profile, ignore_errors=True)

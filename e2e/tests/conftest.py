@@ -1,20 +1,17 @@
+# ruff: noqa: T201 - stage timings on stdout, like scripts/timed.sh
 """Session fixtures of the end-to-end suite: one PostgreSQL cluster, one FakeEvalsServer (canary API key), and
 the registry of every process started, stopped at the end whatever happens."""
 
 from __future__ import annotations
 
 import secrets
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from harness import ART, PIDS_FILE, REPO, Fake, Postgres, Procs, Report, dump_logs, log, stage  # noqa: E402
+from e2e.harness import ART, PIDS_FILE, REPO, Fake, Postgres, Procs, Report, dump_logs, log, stage
 
 PROCS = Procs()
 
@@ -74,12 +71,12 @@ def _timed(request: pytest.FixtureRequest, report: Report) -> Iterator[None]:
     secs = time.monotonic() - start
     call = getattr(request.node, "rep_call", None)
     status = "ok" if call is not None and call.passed else "FAILED"
-    print(f"== stage e2e/{name}: {secs:.1f}s ({status})", flush=True)
+    print(f"\n== stage e2e/{name}: {secs:.1f}s ({status})", flush=True)  # after pytest's progress dot
     report.set("stages", **{name: {"seconds": round(secs, 1), "status": status}})
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)

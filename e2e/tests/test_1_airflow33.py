@@ -15,7 +15,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import ART, REPO, Airflow, Fake, Postgres, Procs, Report, grep_tree, log, pids_of_cmdline, stage, wait_for
+
+from e2e.harness import (
+    ART,
+    REPO,
+    Airflow,
+    Fake,
+    Postgres,
+    Procs,
+    Report,
+    file_audit_negative_control,
+    log,
+    pids_of_cmdline,
+    search_files,
+    stage,
+    wait_for,
+)
 
 E2E_DAGS = ("e2e_mass_sensors", "e2e_mass_creates", "e2e_create_killed", "e2e_cancel_on_kill")
 ASSET_DAG = "example_eval_completion_asset"
@@ -44,7 +59,9 @@ def processed_creates(records: list[dict[str, Any]], key_prefix: str) -> list[di
 
 
 @pytest.fixture(scope="module")
-def af(postgres: Postgres, fake: Fake, procs: Procs, canary: str, report: Report, shared: dict[str, Any]) -> Iterator[Airflow]:
+def af(
+    postgres: Postgres, fake: Fake, procs: Procs, canary: str, report: Report, shared: dict[str, Any]
+) -> Iterator[Airflow]:
     shared["watched_eval"] = watched = fake.add_eval("e2e-watched")
     with stage("airflow-3.3-start", report):
         conn = {"conn_type": "aoai_evals", "host": fake.base_url, "password": canary}
@@ -72,8 +89,9 @@ def af(postgres: Postgres, fake: Fake, procs: Procs, canary: str, report: Report
         fake.add_run(watched, "watched-ok-1", queued_seconds=0.5, in_progress_seconds=20): "completed",
         fake.add_run(watched, "watched-ok-2", queued_seconds=0.5, in_progress_seconds=30): "completed",
         fake.add_run(watched, "watched-ok-3", queued_seconds=0.5, in_progress_seconds=40): "completed",
-        fake.add_run(watched, "watched-failed", queued_seconds=0.5, in_progress_seconds=25,
-                     final_status="failed"): "failed",
+        fake.add_run(
+            watched, "watched-failed", queued_seconds=0.5, in_progress_seconds=25, final_status="failed"
+        ): "failed",
     }
     try:
         yield airflow
@@ -96,14 +114,35 @@ class FaultInjector(threading.Thread):
 
     RUN_GET = r"^/evals/[^/]+/runs/evalrun_[0-9a-f]+$"
     CYCLE = (
-        {"kind": "status", "status": 429, "retry_after": 1, "count": 20, "method": "GET", "path_regex": RUN_GET},
+        {
+            "kind": "status",
+            "status": 429,
+            "retry_after": 1,
+            "count": 20,
+            "method": "GET",
+            "path_regex": RUN_GET,
+        },
         {"kind": "status", "status": 503, "count": 20, "method": "GET", "path_regex": RUN_GET},
-        {"kind": "status", "status": 429, "count": 1, "method": "POST", "path_regex": r"/runs$", "retry_after": 1},
+        {
+            "kind": "status",
+            "status": 429,
+            "count": 1,
+            "method": "POST",
+            "path_regex": r"/runs$",
+            "retry_after": 1,
+        },
         {"kind": "status", "status": 500, "count": 15, "method": "GET", "path_regex": RUN_GET},
         {"kind": "html", "status": 502, "count": 10, "method": "GET", "path_regex": RUN_GET},
         {"kind": "status", "status": 503, "count": 1, "method": "POST", "path_regex": r"/runs$"},
         {"kind": "drop_before", "count": 6, "method": "GET", "path_regex": RUN_GET},
-        {"kind": "status", "status": 429, "retry_after_ms": 500, "count": 20, "method": "GET", "path_regex": RUN_GET},
+        {
+            "kind": "status",
+            "status": 429,
+            "retry_after_ms": 500,
+            "count": 20,
+            "method": "GET",
+            "path_regex": RUN_GET,
+        },
         {"kind": "slow", "delay": 2.0, "count": 15, "method": "GET", "path_regex": RUN_GET},
     )
 
@@ -140,14 +179,18 @@ def states_by_map_index(af: Airflow, dag_id: str, run_id: str, task_id: str) -> 
     return {ti["map_index"]: ti for ti in af.task_instances(dag_id, run_id) if ti["task_id"] == task_id}
 
 
-def wait_states(af: Airflow, dag_id: str, run_id: str, task_id: str, n: int, states: set[str], timeout: float) -> None:
+def wait_states(
+    af: Airflow, dag_id: str, run_id: str, task_id: str, n: int, states: set[str], timeout: float
+) -> None:
     def ready() -> bool:
         tis = states_by_map_index(af, dag_id, run_id, task_id)
         counts = Counter(str(ti["state"]) for ti in tis.values())
         log(f"{dag_id} {task_id}: {dict(counts)}")
         return len(tis) == n and all(str(ti["state"]) in states for ti in tis.values())
 
-    wait_for(f"{n} {dag_id}.{task_id} tasks in {states}", ready, timeout=timeout, interval=5, on_timeout=af.dump)
+    wait_for(
+        f"{n} {dag_id}.{task_id} tasks in {states}", ready, timeout=timeout, interval=5, on_timeout=af.dump
+    )
 
 
 # ---- 1 + 2 + 5 (part): 100 deferred sensors and 20 deferred creates, faults, a triggerer SIGKILL -------------
@@ -166,10 +209,12 @@ def test_mass_deferral_faults_and_triggerer_kill(
     fake.inject(kind="drop_after", method="POST", path_regex=r"/runs$", count=2)
     injector.start()
     t0 = time.time()
-    sensors_run = af.trigger("e2e_mass_sensors", {
-        "eval_id": sensor_eval, "waits": [{"run_id": r, "timeout": 1800} for r in runs]})
-    creates_run = af.trigger("e2e_mass_creates", {
-        "eval_id": create_eval, "names": [f"create-{i}" for i in range(N_CREATES)]})
+    sensors_run = af.trigger(
+        "e2e_mass_sensors", {"eval_id": sensor_eval, "waits": [{"run_id": r, "timeout": 1800} for r in runs]}
+    )
+    creates_run = af.trigger(
+        "e2e_mass_creates", {"eval_id": create_eval, "names": [f"create-{i}" for i in range(N_CREATES)]}
+    )
     try:
         with stage("mass-deferral-ramp", report):
             wait_states(af, "e2e_mass_sensors", sensors_run, "wait", N_SENSORS, {"deferred"}, timeout=600)
@@ -194,20 +239,16 @@ def test_mass_deferral_faults_and_triggerer_kill(
                 fake.set_status(run, final_of[run])
             time.sleep(0.3)
 
-        # Deadlines: two waits that never finish (timeout 45 s) and a control, deferred before the kill.
-        never = [fake.add_run(sensor_eval, f"never-{i}") for i in range(2)]
-        control_run = fake.add_run(sensor_eval, "deadline-control")
-        t_deadline_trigger = time.time()
-        deadline_run = af.trigger("e2e_mass_sensors", {"eval_id": sensor_eval, "waits": [
-            {"run_id": never[0], "timeout": DEADLINE_TIMEOUT}, {"run_id": never[1], "timeout": DEADLINE_TIMEOUT},
-            {"run_id": control_run, "timeout": 1800}]})
-        wait_states(af, "e2e_mass_sensors", deadline_run, "wait", 3, {"deferred"}, timeout=120)
-
         # Scenario 5: the watcher's events must be stored and its cursor committed (10 s) before the crash.
         uri = f"aoai-evals://evals/{shared['watched_eval']}/runs"
         completed = {r for r, s in shared["watched_runs"].items() if s == "completed"}
-        wait_for("the asset watcher's first events", lambda: len(asset_events(af, uri)) >= len(completed),
-                 timeout=180, interval=3, on_timeout=af.dump)
+        wait_for(
+            "the asset watcher's first events",
+            lambda: len(asset_events(af, uri)) >= len(completed),
+            timeout=180,
+            interval=3,
+            on_timeout=af.dump,
+        )
         last_event = max(ts(e["timestamp"]) for e in asset_events(af, uri))
 
         def cursor_committed() -> bool:
@@ -220,13 +261,44 @@ def test_mass_deferral_faults_and_triggerer_kill(
                 handled |= set((value or {}).get("handled") or {})
             return completed <= handled
 
-        wait_for("the watcher's cursor to be committed", cursor_committed, timeout=150, interval=1,
-                 on_timeout=af.dump)
+        wait_for(
+            "the watcher's cursor to be committed",
+            cursor_committed,
+            timeout=150,
+            interval=1,
+            on_timeout=af.dump,
+        )
         commit_lag = time.time() - last_event
-        log(f"watcher cursor committed {commit_lag:.0f}s after its last event (documented: ~10 s)")
-        downtime_run = fake.add_run(shared["watched_eval"], "watched-during-downtime", queued_seconds=0.2,
-                                    in_progress_seconds=2)
+        log(f"watcher cursor committed {commit_lag:.0f}s after its last event (first poll >= 10 s after it)")
+
+        # Deadlines: two waits that never finish (timeout 45 s) and a control. The triggerer is killed about
+        # 30 s after they start, so their deadline passes while no triggerer runs their triggers (the killed
+        # one's are adopted only once its heartbeat is 15 s old); a deadline re-armed by the restart would
+        # fire no earlier than t_restart + 45 s.
+        never = [fake.add_run(sensor_eval, f"never-{i}") for i in range(2)]
+        control_run = fake.add_run(sensor_eval, "deadline-control")
+        t_deadline_trigger = time.time()
+        deadline_run = af.trigger(
+            "e2e_mass_sensors",
+            {
+                "eval_id": sensor_eval,
+                "waits": [
+                    {"run_id": never[0], "timeout": DEADLINE_TIMEOUT},
+                    {"run_id": never[1], "timeout": DEADLINE_TIMEOUT},
+                    {"run_id": control_run, "timeout": 1800},
+                ],
+            },
+        )
+        wait_states(af, "e2e_mass_sensors", deadline_run, "wait", 3, {"deferred"}, timeout=120)
+
+        time.sleep(max(0.0, t_deadline_trigger + 30 - time.time()))
+        pending = states_by_map_index(af, "e2e_mass_sensors", deadline_run, "wait")
+        assert all(ti["state"] == "deferred" for ti in pending.values()), pending
+        downtime_run = fake.add_run(
+            shared["watched_eval"], "watched-during-downtime", queued_seconds=0.2, in_progress_seconds=2
+        )
         shared["watched_runs"][downtime_run] = "completed"
+        shared["downtime_run"] = downtime_run
 
         # ---- the crash ----
         killed_pid = af.kill_triggerer()
@@ -239,6 +311,11 @@ def test_mass_deferral_faults_and_triggerer_kill(
         af.start_triggerer()
         t_restart = time.time()
         log(f"new triggerer started {t_restart - t_kill:.1f}s after the kill")
+        shared["t_restart"] = t_restart
+        deadline_left_at_kill = t_deadline_trigger + DEADLINE_TIMEOUT - t_kill
+        assert deadline_left_at_kill > 5, (
+            f"the deadline tasks took too long to defer: {deadline_left_at_kill:.0f}s"
+        )
 
         for run in phase_c:
             if run not in paused_first:
@@ -247,7 +324,7 @@ def test_mass_deferral_faults_and_triggerer_kill(
         for run in sorted(paused_first):  # unknown status -> terminal
             fake.set_status(run, final_of[run])
         fake.set_status(control_run, "completed")
-        created = [r for r in fake.api("GET", f"/evals/{create_eval}/runs?limit=100")["data"]]
+        created = list(fake.api("GET", f"/evals/{create_eval}/runs?limit=100")["data"])
         create_final: dict[int, str] = {}
         for r in created:
             mi = int(r["metadata"]["airflow_idempotency_key"].split("|")[0].rsplit("/", 1)[1])
@@ -255,8 +332,11 @@ def test_mass_deferral_faults_and_triggerer_kill(
             fake.set_status(r["id"], create_final[mi])
 
         with stage("mass-completion", report):
-            for dag_id, run_id in (("e2e_mass_sensors", sensors_run), ("e2e_mass_creates", creates_run),
-                                   ("e2e_mass_sensors", deadline_run)):
+            for dag_id, run_id in (
+                ("e2e_mass_sensors", sensors_run),
+                ("e2e_mass_creates", creates_run),
+                ("e2e_mass_sensors", deadline_run),
+            ):
                 af.wait_dag_run(dag_id, run_id, timeout=600)
         t_end = time.time()
     finally:
@@ -265,21 +345,35 @@ def test_mass_deferral_faults_and_triggerer_kill(
     records = fake.requests_log()
     # -- 1: every sensor ended in the state its run's final status calls for
     sensors = states_by_map_index(af, "e2e_mass_sensors", sensors_run, "wait")
-    wrong = {mi: (ti["state"], final_of[runs[mi]]) for mi, ti in sensors.items()
-             if ti["state"] != EXPECTED_STATE[final_of[runs[mi]]]}
-    assert len(sensors) == N_SENSORS and not wrong, wrong
+    wrong = {
+        mi: (ti["state"], final_of[runs[mi]])
+        for mi, ti in sensors.items()
+        if ti["state"] != EXPECTED_STATE[final_of[runs[mi]]]
+    }
+    assert len(sensors) == N_SENSORS, sorted(sensors)
+    assert not wrong, wrong
     # -- 2: creates: one processed create per task, the right state, nobody ran twice
     creates = states_by_map_index(af, "e2e_mass_creates", creates_run, "create")
-    assert sorted(create_final) == list(range(N_CREATES)), f"runs created per map index: {sorted(create_final)}"
+    assert sorted(create_final) == list(range(N_CREATES)), (
+        f"runs created per map index: {sorted(create_final)}"
+    )
     wrong = {mi: ti["state"] for mi, ti in creates.items() if ti["state"] != EXPECTED_STATE[create_final[mi]]}
     assert not wrong, wrong
-    per_task = {mi: len(processed_creates(records, f"e2e_mass_creates/create/{creates_run}/{mi}|"))
-                for mi in range(N_CREATES)}
+    per_task = {
+        mi: len(processed_creates(records, f"e2e_mass_creates/create/{creates_run}/{mi}|"))
+        for mi in range(N_CREATES)
+    }
     assert set(per_task.values()) == {1}, per_task
-    all_tis = [*sensors.values(), *creates.values(),
-               *states_by_map_index(af, "e2e_mass_sensors", deadline_run, "wait").values()]
-    retried = {(ti["dag_id"], ti["task_id"], ti["map_index"]): ti["try_number"] for ti in all_tis
-               if ti["try_number"] != 1}
+    all_tis = [
+        *sensors.values(),
+        *creates.values(),
+        *states_by_map_index(af, "e2e_mass_sensors", deadline_run, "wait").values(),
+    ]
+    retried = {
+        (ti["dag_id"], ti["task_id"], ti["map_index"]): ti["try_number"]
+        for ti in all_tis
+        if ti["try_number"] != 1
+    }
     assert not retried, f"tasks that ran more than once: {retried}"
     # -- 2: deadlines held across the restart (absolute deadline in the trigger kwargs, not reset)
     deadline_tis = states_by_map_index(af, "e2e_mass_sensors", deadline_run, "wait")
@@ -289,26 +383,47 @@ def test_mass_deferral_faults_and_triggerer_kill(
         assert ti["state"] == "failed", ti
         end = ts(ti["end_date"])
         ends[mi] = round(end - t_deadline_trigger, 1)
-        assert t_deadline_trigger + DEADLINE_TIMEOUT <= end <= t_deadline_trigger + DEADLINE_TIMEOUT + 45, ends
+        assert end >= t_deadline_trigger + DEADLINE_TIMEOUT, ("deadline fired early", ends)
+        assert end < t_restart + DEADLINE_TIMEOUT, (
+            "deadline re-armed by the restart",
+            ends,
+            t_restart - t_kill,
+        )
     assert deadline_tis[2]["state"] == "success"
     deadline_log = af.task_log("e2e_mass_sensors", deadline_run, "wait", 1, map_index=0)
 
     faulted = Counter(f"{r['fault']} {r['status'] or 'dropped'}" for r in records if r.get("fault"))
     report.set(
         "mass",
-        sensors=N_SENSORS, creates=N_CREATES, deadline_tasks=3,
+        sensors=N_SENSORS,
+        creates=N_CREATES,
+        deadline_tasks=3,
         sensor_final_statuses=dict(Counter(final_of.values())),
         paused_first=len(paused_first),
         sensor_task_states=dict(Counter(ti["state"] for ti in sensors.values())),
         create_task_states=dict(Counter(ti["state"] for ti in creates.values())),
-        ramp_seconds=round(ramp, 1), total_seconds=round(t_end - t0, 1),
-        triggerer_kills=1, triggerer_downtime_seconds=round(t_restart - t_kill, 1),
-        api_requests=len(records), faulted_requests=sum(faulted.values()), faults=dict(faulted),
-        fault_bursts=dict(injector.bursts), deadline_end_seconds_after_trigger=ends,
-        deadline_reason="trigger deadline" if "deadline passed" in deadline_log else "Airflow trigger timeout",
+        ramp_seconds=round(ramp, 1),
+        total_seconds=round(t_end - t0, 1),
+        triggerer_kills=1,
+        triggerer_downtime_seconds=round(t_restart - t_kill, 1),
+        api_requests=len(records),
+        faulted_requests=sum(faulted.values()),
+        faults=dict(faulted),
+        fault_bursts=dict(injector.bursts),
+        deadline_end_seconds_after_trigger=ends,
+        deadline_seconds_left_at_kill=round(deadline_left_at_kill, 1),
+        kill_seconds_after_deadline_trigger=round(t_kill - t_deadline_trigger, 1),
+        deadline_reason="trigger deadline"
+        if "deadline passed" in deadline_log
+        else "Airflow trigger timeout",
         processed_creates=sum(per_task.values()),
-        create_attempts=sum(1 for r in records if r["method"] == "POST" and CREATE_PATH.search(r["api_path"] or "")
-                            and "e2e_mass_creates" in json.dumps(r.get("json"))),
+        create_attempts=sum(
+            1
+            for r in records
+            if r["method"] == "POST"
+            and CREATE_PATH.search(r["api_path"] or "")
+            and "e2e_mass_creates" in json.dumps(r.get("json"))
+        ),
         triggers_in_snapshot=shared["trigger_snapshot"]["counts"]["triggers"],
         watcher_cursor_commit_lag_seconds=round(commit_lag, 1),
     )
@@ -316,40 +431,73 @@ def test_mass_deferral_faults_and_triggerer_kill(
 
 
 # ---- 3: a task killed while it waits after its create is retried and reattaches ----------------------------
-def test_killed_task_retries_and_reattaches(af: Airflow, fake: Fake, report: Report, shared: dict[str, Any]) -> None:
+def test_killed_task_retries_and_reattaches(
+    af: Airflow, fake: Fake, report: Report, shared: dict[str, Any]
+) -> None:
     eval_id = fake.add_eval("e2e-killed")
     run_id = af.trigger("e2e_create_killed", {"eval_id": eval_id})
     prefix = f"e2e_create_killed/create/{run_id}/-1|"
-    wait_for("the first try's create", lambda: processed_creates(fake.requests_log(), prefix), timeout=240,
-             interval=2, on_timeout=af.dump)
+    wait_for(
+        "the first try's create",
+        lambda: processed_creates(fake.requests_log(), prefix),
+        timeout=240,
+        interval=2,
+        on_timeout=af.dump,
+    )
     ti = af.task_instance("e2e_create_killed", run_id, "create")
-    assert ti["state"] == "running" and ti["try_number"] == 1, ti
+    assert ti["state"] == "running", ti
+    assert ti["try_number"] == 1, ti
     pids = wait_for("the task process", lambda: pids_of_cmdline(f"airflow worker -- {ti['id']}"), timeout=60)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     t_kill = time.time()
     log(f"SIGKILLed task process {pids} of {ti['id']}")
-    wait_for("try 2", lambda: af.task_instance("e2e_create_killed", run_id, "create")["try_number"] == 2,
-             timeout=180, interval=2, on_timeout=af.dump)
+    wait_for(
+        "try 2",
+        lambda: af.task_instance("e2e_create_killed", run_id, "create")["try_number"] == 2,
+        timeout=180,
+        interval=2,
+        on_timeout=af.dump,
+    )
     created = processed_creates(fake.requests_log(), prefix)
     assert len(created) == 1
-    the_run = [r for r in fake.api("GET", f"/evals/{eval_id}/runs?limit=100")["data"]]
+    the_run = list(fake.api("GET", f"/evals/{eval_id}/runs?limit=100")["data"])
     assert len(the_run) == 1
     run = the_run[0]["id"]
-    wait_for("try 2 to poll the run", lambda: any(
-        r["method"] == "GET" and r["api_path"].endswith(run) and r["time"] > t_kill + 1
-        for r in fake.requests_log()), timeout=120, interval=2, on_timeout=af.dump)
+    wait_for(
+        "try 2 to poll the run",
+        lambda: any(
+            r["method"] == "GET" and r["api_path"].endswith(run) and r["time"] > t_kill + 1
+            for r in fake.requests_log()
+        ),
+        timeout=120,
+        interval=2,
+        on_timeout=af.dump,
+    )
     fake.set_status(run, "completed")
     assert af.wait_dag_run("e2e_create_killed", run_id, timeout=180) == "success"
     ti = af.task_instance("e2e_create_killed", run_id, "create")
-    assert ti["state"] == "success" and ti["try_number"] == 2, ti
+    assert ti["state"] == "success", ti
+    assert ti["try_number"] == 2, ti
     assert len(processed_creates(fake.requests_log(), prefix)) == 1
     log2 = af.task_log("e2e_create_killed", run_id, "create", 2)
-    assert "Reattaching to eval run" in log2 and run in log2, log2[-3000:]
-    shared["report_link_ti"] = {"dag_id": "e2e_create_killed", "run_id": run_id, "task_id": "create",
-                                "url": fake.get_run(eval_id, run)["report_url"]}
-    report.set("killed_task", dag_run=run_id, killed_pids=pids, creates_seen=1, final_try_number=2,
-               eval_run=run, state="success")
+    assert "Reattaching to eval run" in log2, log2[-3000:]
+    assert run in log2, log2[-3000:]
+    shared["report_link_ti"] = {
+        "dag_id": "e2e_create_killed",
+        "run_id": run_id,
+        "task_id": "create",
+        "url": fake.get_run(eval_id, run)["report_url"],
+    }
+    report.set(
+        "killed_task",
+        dag_run=run_id,
+        killed_pids=pids,
+        creates_seen=1,
+        final_try_number=2,
+        eval_run=run,
+        state="success",
+    )
 
 
 # ---- 4: a deferred task marked failed through the REST API cancels its run (BaseTrigger.on_kill) -------------
@@ -359,32 +507,61 @@ def test_mark_failed_cancels_run(af: Airflow, fake: Fake, report: Report) -> Non
     run_id = af.trigger("e2e_cancel_on_kill", {"eval_id": eval_id, "run_id": watched})
     wait_states(af, "e2e_cancel_on_kill", run_id, "wait", 1, {"deferred"}, timeout=180)
     wait_states(af, "e2e_cancel_on_kill", run_id, "create", 1, {"deferred"}, timeout=180)
-    created = af.rest("GET", f"/dags/e2e_cancel_on_kill/dagRuns/{run_id}/taskInstances/create/xcomEntries/run_id",
-                      deserialize=True)["value"]
+    created = af.rest(
+        "GET",
+        f"/dags/e2e_cancel_on_kill/dagRuns/{run_id}/taskInstances/create/xcomEntries/run_id",
+        deserialize=True,
+    )["value"]
     created = json.loads(created) if isinstance(created, str) and created.startswith('"') else created
     for task_id in ("wait", "create"):
-        af.rest("PATCH", f"/dags/e2e_cancel_on_kill/dagRuns/{run_id}/taskInstances/{task_id}",
-                {"new_state": "failed"})
+        af.rest(
+            "PATCH",
+            f"/dags/e2e_cancel_on_kill/dagRuns/{run_id}/taskInstances/{task_id}",
+            {"new_state": "failed"},
+        )
     for run in (watched, created):
-        wait_for(f"run {run} canceled on the server", lambda run=run: fake.get_run(eval_id, run)["status"] == "canceled",
-                 timeout=120, interval=2, on_timeout=af.dump)
+
+        def canceled(run: str = run) -> bool:
+            return bool(fake.get_run(eval_id, run)["status"] == "canceled")
+
+        wait_for(
+            f"run {run} canceled on the server",
+            canceled,
+            timeout=120,
+            interval=2,
+            on_timeout=af.dump,
+        )
     records = fake.requests_log()
-    cancels = {run: [r for r in records if r["method"] == "POST" and run in r["api_path"]
-                     and r["api_path"] != f"/evals/{eval_id}/runs"] for run in (watched, created)}
+    cancels = {
+        run: [
+            r
+            for r in records
+            if r["method"] == "POST" and run in r["api_path"] and r["api_path"] != f"/evals/{eval_id}/runs"
+        ]
+        for run in (watched, created)
+    }
     assert all(cancels.values()), cancels
     states = {t: af.task_instance("e2e_cancel_on_kill", run_id, t)["state"] for t in ("wait", "create")}
     assert states == {"wait": "failed", "create": "failed"}, states
-    report.set("cancel_on_kill", runs_canceled=2, cancel_requests={k: len(v) for k, v in cancels.items()},
-               task_states=states)
+    report.set(
+        "cancel_on_kill",
+        runs_canceled=2,
+        cancel_requests={k: len(v) for k, v in cancels.items()},
+        task_states=states,
+    )
 
 
 # ---- 5: the asset-watcher example DAG runs once per finished run --------------------------------------------
 def test_asset_watcher_schedules_once_per_run(af: Airflow, report: Report, shared: dict[str, Any]) -> None:
     uri = f"aoai-evals://evals/{shared['watched_eval']}/runs"
     completed = {r for r, s in shared["watched_runs"].items() if s == "completed"}
-    wait_for("an event for every completed watched run", lambda: {
-        (e["extra"].get("payload") or {}).get("run_id") for e in asset_events(af, uri)} >= completed,
-        timeout=150, interval=3, on_timeout=af.dump)
+    wait_for(
+        "an event for every completed watched run",
+        lambda: {(e["extra"].get("payload") or {}).get("run_id") for e in asset_events(af, uri)} >= completed,
+        timeout=150,
+        interval=3,
+        on_timeout=af.dump,
+    )
 
     def dag_runs_done() -> list[dict[str, Any]]:
         runs = af.dag_runs(ASSET_DAG)
@@ -393,22 +570,42 @@ def test_asset_watcher_schedules_once_per_run(af: Airflow, report: Report, share
     dag_runs = wait_for("the asset-scheduled DAG runs to finish", dag_runs_done, timeout=180, interval=3)
     events = asset_events(af, uri)
     per_run = Counter((e["extra"].get("payload") or {}).get("run_id") for e in events)
-    assert set(per_run) == completed and set(per_run.values()) == {1}, per_run  # the failed run never fires
+    assert set(per_run) == completed, per_run  # the failed run never fires
+    assert set(per_run.values()) == {1}, per_run
+    # The run that finished while no triggerer ran was delivered by the new triggerer, from the stored cursor.
+    after_restart = [
+        e
+        for e in events
+        if (e["extra"].get("payload") or {}).get("run_id") == shared["downtime_run"]
+        and ts(e["timestamp"]) >= shared["t_restart"]
+    ]
+    assert len(after_restart) == 1, (events, shared["t_restart"])
     assert all(r["state"] == "success" for r in dag_runs), dag_runs
     reported: Counter[str] = Counter()
     for r in dag_runs:
-        value = af.rest("GET", f"/dags/{ASSET_DAG}/dagRuns/{r['dag_run_id']}/taskInstances/report_finished_runs"
-                               "/xcomEntries/return_value", deserialize=True)["value"]
+        value = af.rest(
+            "GET",
+            f"/dags/{ASSET_DAG}/dagRuns/{r['dag_run_id']}/taskInstances/report_finished_runs"
+            "/xcomEntries/return_value",
+            deserialize=True,
+        )["value"]
         value = json.loads(value) if isinstance(value, str) else value
         reported.update(item["run_id"] for item in value)
-    assert set(reported) == completed and set(reported.values()) == {1}, reported
-    report.set("asset_watcher", watched_runs=len(shared["watched_runs"]), completed_runs=len(completed),
-               asset_events=len(events), dag_runs=len(dag_runs), delivered_after_triggerer_restart=1)
+    assert set(reported) == completed, reported
+    assert set(reported.values()) == {1}, reported
+    report.set(
+        "asset_watcher",
+        watched_runs=len(shared["watched_runs"]),
+        completed_runs=len(completed),
+        asset_events=len(events),
+        dag_runs=len(dag_runs),
+        delivered_after_triggerer_restart=len(after_restart),
+    )
 
 
 # ---- 8: the UI in headless Chromium -------------------------------------------------------------------------
 def test_ui_connection_form_and_report_link(af: Airflow, report: Report, shared: dict[str, Any]) -> None:
-    from ui import check_ui
+    from e2e.ui import check_ui
 
     assert "report_link_ti" in shared, "needs the finished task of test_killed_task_retries_and_reattaches"
     result = check_ui(af, ART / "screenshots", shared["report_link_ti"])
@@ -416,21 +613,54 @@ def test_ui_connection_form_and_report_link(af: Airflow, report: Report, shared:
 
 
 # ---- 7: no trace of the API key anywhere ----------------------------------------------------------------------
-def test_secret_audit(af: Airflow, postgres: Postgres, canary: str, report: Report, shared: dict[str, Any]) -> None:
+def test_secret_audit(
+    af: Airflow, postgres: Postgres, canary: str, report: Report, shared: dict[str, Any]
+) -> None:
     af.stop()  # every log written and closed
     needles = [canary, canary.encode().hex()]
     audit = af.python(REPO / "e2e" / "audit_db.py", canary, shared["watched_eval"])
     dump = postgres.dump("airflow33", ART / "airflow-3.3" / "pg_dump.sql")
     dump_text = dump.read_text(errors="replace")
-    log_hits = grep_tree(af.home / "logs", needles) + grep_tree(ART / "airflow-3.3", needles)
-    log_files = sum(1 for p in (af.home / "logs").rglob("*") if p.is_file())
-    report.set("secret_audit_af33", db=audit["counts"], db_hits=audit["hits"],
-               trigger_snapshot=shared.get("trigger_snapshot", {}).get("counts"),
-               control=audit.get("control"), pg_dump_bytes=len(dump_text),
-               pg_dump_hits=sum(dump_text.count(n) for n in needles), log_files=log_files, log_hits=log_hits)
+    # Task logs (incl. trigger logs), component logs, AIRFLOW_HOME, the pg_dump; PostgreSQL's and the fake's logs.
+    roots = [ART / "airflow-3.3", postgres.log_path, *sorted(ART.glob("*.log"))]
+    files = search_files(roots, needles)
+    task_log_files = sum(1 for p in (af.home / "logs").rglob("*") if p.is_file())
+    # Negative controls: the same searches must report the canary where it is planted.
+    db_control = af.python(REPO / "e2e" / "audit_db.py", canary, "--plant")["negative_control"]
+    file_control = file_audit_negative_control(
+        {"task_log": af.home / "logs" / "dag_id=e2e_mass_sensors", "component_log": ART / "airflow-3.3"},
+        canary,
+        needles,
+    )
+    snapshot = shared.get("trigger_snapshot", {})
+    report.set(
+        "secret_audit_af33",
+        db=audit["counts"],
+        db_hits=audit["hits"],
+        trigger_snapshot=snapshot.get("counts"),
+        trigger_snapshot_hits=snapshot.get("hits"),
+        control=audit.get("control"),
+        pg_dump_bytes=len(dump_text),
+        pg_dump_hits=sum(dump_text.count(n) for n in needles),
+        files_searched=files["files"],
+        bytes_searched=files["bytes"],
+        task_log_files=task_log_files,
+        file_hits=files["hits"],
+        negative_control_db=db_control,
+        negative_control_files=file_control,
+    )
     assert audit["hits"] == [], audit["hits"]
     # The watcher's trigger is Fernet-encrypted: its eval id is found only after decryption.
-    assert audit["control"]["in_decrypted_kwargs"] and not audit["control"]["in_raw_column"], audit["control"]
+    assert audit["control"]["in_decrypted_kwargs"], audit["control"]
+    assert not audit["control"]["in_raw_column"], audit["control"]
     assert not any(n in dump_text for n in needles)
     assert shared["watched_eval"] in dump_text  # positive control: the dump holds the data it should
-    assert log_files > 100 and not log_hits, log_hits
+    assert task_log_files > 100, task_log_files
+    assert not files["hits"], files["hits"]
+    assert db_control["planted"] == ["trigger", "xcom", "rendered_fields"], db_control
+    found = dict(db_control["found"])
+    # The planted trigger is encrypted: a raw search (column or table scan) cannot see it.
+    assert not found.pop("trigger_kwargs_raw_column"), db_control
+    assert not found.pop("table_scan_trigger"), db_control
+    assert all(found.values()), db_control  # found only through the decrypted kwargs, XCom, rendered fields
+    assert all(file_control.values()), file_control
