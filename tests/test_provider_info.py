@@ -126,6 +126,7 @@ def test_enums_and_defaults():
     assert fields["flavor"]["schema"]["enum"] == ["openai", "azure"]
     assert fields["flavor"]["schema"]["default"] == "openai"
     assert fields["api_version"]["schema"]["enum"] == [None, "v1", "preview"]
+    assert fields["api_version"]["schema"]["values_display"]["null"] == "(none)"  # the UI would show "null"
     assert fields["auth_method"]["schema"]["enum"] == ["api_key", "entra_id"]
     assert fields["entra_scope"]["schema"]["default"] == "https://cognitiveservices.azure.com/.default"
     assert fields["use_default_credential"]["schema"]["type"] == ["boolean", "null"]

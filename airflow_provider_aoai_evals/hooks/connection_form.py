@@ -87,6 +87,8 @@ class ConnField:
         schema: dict[str, Any] = {"type": [self.type, "null"]}
         if self.choices:
             schema["enum"] = list(self.choices) if self.default is not None else [None, *self.choices]
+            if self.default is None:  # the UI labels the empty choice with its JSON, "null", unless told
+                schema["values_display"] = {"null": "(none)", **{c: c for c in self.choices}}
         if self.default is not None:
             schema["default"] = self.default
         if self.sensitive:
