@@ -465,6 +465,8 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         snapshots[name] = (loop.time(), time.process_time(), variant.polls)
 
     runner = _Runner(variant, n)
+    gc_pauses = _GcPauses()
+    gc.callbacks.append(gc_pauses)
     profiler = cProfile.Profile() if args.profile_out else None
     server_cpu0, preempted0 = proc_cpu_seconds(args.server_pid), _preempted()
     cpu0, main0 = time.process_time(), time.thread_time()
@@ -481,6 +483,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         profiler.disable()
     cpu, wall = time.process_time() - cpu0, loop.time() - t0
     main_cpu = time.thread_time() - main0
+    gc.callbacks.remove(gc_pauses)
     server_cpu1, preempted = proc_cpu_seconds(args.server_pid), _preempted() - preempted0
     ticker.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -531,6 +534,11 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "peak_source": "VmHWM after clear_refs" if hwm_reset else "VmRSS samples every 0.5 s",
         "kb_per_trigger": (peak - rss_base) / n,
         "threads_at_end": threads,
+        # Full (generation 2) garbage collections stop the loop for the whole heap's traversal, Airflow's
+        # imports included: a diagnostic for the loop lag's worst ticks.
+        "gc_gen2_collections": len(gc_pauses.gen2_ms),
+        "gc_gen2_max_ms": max(gc_pauses.gen2_ms, default=0.0),
+        "gc_gen2_total_ms": sum(gc_pauses.gen2_ms),
         "loop_lag_ticks": len(lag_ms),
         "loop_lag_p50_ms": percentile(lag_ms, 50),
         "loop_lag_p99_ms": percentile(lag_ms, 99),
@@ -602,6 +610,22 @@ def _run_one(server: FakeServerProcess, variant: str, n: int, plan: Plan, seed: 
         return {"variant": variant, "n": n, "seed": seed, "timed_out": True}
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+class _GcPauses:
+    """A ``gc.callbacks`` hook recording how long each full collection took."""
+
+    def __init__(self) -> None:
+        self.gen2_ms: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.gen2_ms.append(1000.0 * (time.perf_counter() - self._started))
 
 
 def _variants_for(n: int) -> list[str]:
