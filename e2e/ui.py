@@ -115,7 +115,8 @@ def check_connection_form(d: WebDriver, af: Airflow, shots: Path) -> dict[str, A
     ):
         assert label in extra, extra
     # The empty choice of a select without a default is labelled "(none)", not its JSON value "null".
-    assert "(none)" in extra.splitlines() and "null" not in extra.splitlines(), extra
+    assert "(none)" in extra.splitlines(), extra
+    assert "null" not in extra.splitlines(), extra
     return {
         "connection_form_azure_only_fields": azure_only,
         "connection_form_openai_only_fields": openai_only,
