@@ -233,8 +233,9 @@ class EvalsClient(_Common):
             headers["Content-Type"] = call.upload.content_type
             data = call.upload.reader()
         # Prepared here and handed to ``Session.send``: ``Session.request`` would merge the session's
-        # settings into every request through generic (Protocol isinstance) checks, a third of a call's CPU.
-        # What it would merge is set on the session once (default headers, cookies, proxies, TLS).
+        # settings into every request through generic (Protocol isinstance) checks. What it would merge is
+        # set on the session once (default headers, cookies, proxies, TLS). Measured: about 5% less CPU
+        # per page fetch in benchmarks/export_items.py (1.0 -> 0.95 ms).
         prepared = requests.PreparedRequest()
         prepared.prepare(
             method=req.method,
