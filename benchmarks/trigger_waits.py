@@ -205,9 +205,9 @@ class _Ours(_Variant):
         original = AsyncEvalsClient._send
         variant = self
 
-        async def counting_send(client: Any, call: Any, deadline: float | None) -> Any:
+        async def counting_send(client: Any, call: Any, deadline: float | None, target: Any = None) -> Any:
             variant.polls += 1
-            return await original(client, call, deadline)
+            return await original(client, call, deadline, target)
 
         setattr(AsyncEvalsClient, "_send", counting_send)  # noqa: B010 - mypy forbids assigning a method
 

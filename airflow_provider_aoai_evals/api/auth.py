@@ -55,6 +55,16 @@ class ApiKeyAuth:
     def __repr__(self) -> str:
         return f"ApiKeyAuth(header={self.header!r}, api_key='**********')"
 
+    # Equal by value, so that settings read again from the same connection equal the first ones and
+    # find the client already shared for them (AsyncEvalsClient.shared).
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ApiKeyAuth):
+            return NotImplemented
+        return self.header == other.header and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash((self.header, self._key))
+
 
 class AccessTokenLike(Protocol):
     token: str

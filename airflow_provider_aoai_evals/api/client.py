@@ -111,6 +111,22 @@ def _attempt_timeout(settings: ClientSettings, deadline: float | None) -> tuple[
     return connect, read
 
 
+def _async_attempt_timeout(settings: ClientSettings, deadline: float | None) -> aiohttp.ClientTimeout:
+    """One async attempt's bounds: ``read_timeout`` for the whole attempt (cut to the deadline), and
+    ``connect_timeout`` for the socket connect within it.
+
+    A total costs aiohttp one timer per request; its ``connect`` and ``sock_read`` bounds cost about three
+    (the read one is re-armed per chunk). At thousands of polls a second their cancelled timers pile up in
+    the loop's heap until it is pruned, long enough to be promoted to the oldest GC generation, which makes
+    the full collections that stop the loop more frequent. Responses in the triggerer are small, so a total
+    loses nothing that an inactivity bound would catch.
+    """
+    total = settings.read_timeout
+    if deadline is not None:
+        total = min(total, max(deadline - time.time(), 0.05))
+    return aiohttp.ClientTimeout(total=total, sock_connect=min(settings.connect_timeout, total))
+
+
 def _items(pages: Iterator[Page[Any]]) -> Iterator[Any]:
     for page in pages:
         yield from page.data
@@ -547,6 +563,12 @@ _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[objec
 )
 
 
+# loop -> settings -> the client that every user of those settings in that loop shares (see AsyncEvalsClient.shared).
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ClientSettings, AsyncEvalsClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def shared_session_count() -> int:
     """How many shared aiohttp sessions exist in the running loop (for tests and benchmarks)."""
     try:
@@ -567,6 +589,33 @@ class AsyncEvalsClient(_Common):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxy: str | None = None
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], yarl.URL] = {}
+        #: ``async with`` blocks currently inside this client; the last one out releases the session.
+        self._users = 0
+        #: The registry this client is shared through, if it came from ``shared()``.
+        self._registry: dict[ClientSettings, AsyncEvalsClient] | None = None
+
+    @classmethod
+    def shared(cls, settings: ClientSettings) -> AsyncEvalsClient:
+        """This event loop's client for ``settings`` (equal settings, not the same object), made on first use.
+
+        Use it as ``async with``; the last block to leave closes it. A triggerer runs thousands of waits:
+        one client each kept ~15 long-lived objects per wait (client, operations, settings, auth, policy),
+        and every full garbage collection, which stops the loop, walks them all.
+        """
+        clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(settings)
+        if client is None:
+            client = clients[settings] = cls(settings)
+            client._registry = clients
+        return client
+
+    def run_poll(self, eval_id: str, run_id: str) -> RunPoll:
+        """``get_run`` for one run, prepared once for a wait that asks for it every poll.
+
+        Raises EvalsConfigError for a malformed id, before any request.
+        """
+        call = self.ops.get_run(eval_id, run_id)
+        return RunPoll(self, call, self._parse_target(call.request))
 
     def __repr__(self) -> str:
         return f"AsyncEvalsClient({self.settings!r})"
@@ -590,6 +639,7 @@ class AsyncEvalsClient(_Common):
         )
 
     async def __aenter__(self) -> AsyncEvalsClient:
+        self._users += 1
         await self._acquire()
         return self
 
@@ -612,7 +662,16 @@ class AsyncEvalsClient(_Common):
         return shared.session
 
     async def close(self) -> None:
-        """Leave the shared session; the last client to leave closes it."""
+        """Leave this client; the last user to leave it leaves the shared session, and the last client to
+        leave that closes it."""
+        if self._users > 1:
+            self._users -= 1
+            return
+        self._users = 0
+        # Unregistered before any await, so that a wait starting meanwhile builds a new client instead of
+        # entering this closing one.
+        if self._registry is not None and self._registry.get(self.settings) is self:
+            del self._registry[self.settings]
         if self._session is None or self._loop is None:
             return
         pools = _SESSIONS.get(self._loop, {})
@@ -636,19 +695,21 @@ class AsyncEvalsClient(_Common):
         if url is None:
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.clear()
-            url = self._urls[key] = yarl.URL(self._url(req)).with_query(req.query or None)
+            url = self._urls[key] = self._parse_target(req)
         return url
 
-    async def _send(self, call: Call[R], deadline: float | None) -> R:
+    def _parse_target(self, req: PreparedRequest) -> yarl.URL:
+        return yarl.URL(self._url(req)).with_query(req.query or None)
+
+    async def _send(self, call: Call[R], deadline: float | None, target: yarl.URL | None = None) -> R:
         session = await self._acquire()
         req = call.request
         headers = {**req.headers, **(await self.settings.auth.aheaders())}
-        connect, read = _attempt_timeout(self.settings, deadline)
-        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=read)
+        timeout = _async_attempt_timeout(self.settings, deadline)
         try:
             async with session.request(
                 req.method,
-                self._target(req),
+                target or self._target(req),
                 json=call.body,
                 headers=headers,
                 timeout=timeout,
@@ -686,9 +747,11 @@ class AsyncEvalsClient(_Common):
             ) from None
         return _result(call, status, resp_headers, body)
 
-    async def _execute(self, call: Call[R], *, deadline: float | None = None) -> R:
+    async def _execute(
+        self, call: Call[R], *, deadline: float | None = None, target: yarl.URL | None = None
+    ) -> R:
         return await self.settings.retry.acall(
-            lambda: self._send(call, deadline), deadline=deadline, retry_if=self._retry_if(call)
+            lambda: self._send(call, deadline, target), deadline=deadline, retry_if=self._retry_if(call)
         )
 
     def _pages(self, make: Any, after: str | None) -> AsyncIterator[Any]:
@@ -888,3 +951,22 @@ class AsyncEvalsClient(_Common):
 
     async def get_output_item(self, eval_id: str, run_id: str, output_item_id: str) -> OutputItem:
         return await self._execute(self.ops.get_output_item(eval_id, run_id, output_item_id))
+
+
+class RunPoll:
+    """One run's ``get_run`` with its request and parsed URL kept: what a wait holds between polls.
+
+    A shared client cannot cache per-run requests for thousands of waits, so each wait keeps its own, and
+    keeps nothing else (three small objects), since long-lived objects are what full collections walk.
+    """
+
+    __slots__ = ("_call", "_client", "_target")
+
+    def __init__(self, client: AsyncEvalsClient, call: Call[EvalRun], target: yarl.URL) -> None:
+        self._client = client
+        self._call = call
+        self._target = target
+
+    async def __call__(self, *, deadline: float | None = None) -> EvalRun:
+        """The run now, retried like any call; client retries never outlive ``deadline``."""
+        return await self._client._execute(self._call, deadline=deadline, target=self._target)

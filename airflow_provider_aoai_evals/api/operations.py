@@ -6,6 +6,7 @@ models are written once, and the sync and async clients differ only in how bytes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, TypeVar
@@ -51,10 +52,14 @@ class Call(Generic[R]):
     upload: MultipartUpload | None = None
 
 
+# Cached: each Call keeps its parser, and a trigger keeps its Call for the whole wait; one bound method per
+# model instead of one per Call.
+@functools.cache
 def _model(model: type[M]) -> Callable[[bytes], M]:
     return model.model_validate_json
 
 
+@functools.cache
 def _page(model: type[M]) -> Callable[[bytes], Page[M]]:
     return Page[model].model_validate_json  # type: ignore[valid-type]
 

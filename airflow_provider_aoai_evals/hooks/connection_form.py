@@ -170,7 +170,7 @@ CONN_FIELDS: tuple[ConnField, ...] = (
         "read_timeout",
         "Read timeout (seconds)",
         "number",
-        "Timeout for each response read.",
+        "Seconds to wait for a response: per read on a worker, per request in the triggerer.",
         default=DEFAULT_READ_TIMEOUT,
     ),
     ConnField(

@@ -15,7 +15,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_aoai_evals.api.client import AsyncEvalsClient
+from airflow_provider_aoai_evals.api.client import AsyncEvalsClient, RunPoll
 from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
 from airflow_provider_aoai_evals.api.models import RunStatus
 from airflow_provider_aoai_evals.api.summary import summarize
@@ -75,7 +75,8 @@ class EvalRunTrigger(BaseTrigger):
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = float(deadline)
-        self.success_statuses = list(success_statuses)
+        # A tuple of strings: the garbage collector stops tracking it, a list it would walk every full pass.
+        self.success_statuses = tuple(success_statuses)
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_timeout = float(cancel_timeout)
@@ -96,6 +97,12 @@ class EvalRunTrigger(BaseTrigger):
             },
         )
 
+    @property
+    def log(self) -> Any:
+        """The class's logger, not one per trigger: thousands of waits share a triggerer, and each logger
+        adds long-lived objects that every full garbage collection walks. Same name, same routing."""
+        return type(self).logger()
+
     def _event(self, status: str, message: str, **extra: Any) -> TriggerEvent:
         payload = {"status": status, "eval_id": self.eval_id, "run_id": self.run_id, "message": message}
         payload.update(extra)
@@ -103,16 +110,23 @@ class EvalRunTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            client = await EvalsHook(self.conn_id).get_async_conn()
+            # One client per loop and connection settings, shared by every wait; this wait's settings are
+            # not kept (see AsyncEvalsClient.shared).
+            client = AsyncEvalsClient.shared(await EvalsHook(self.conn_id).aget_settings())
         except (EvalsError, AirflowNotFoundException) as exc:
             yield self._event(
                 "error", f"Cannot watch eval run {self.run_id}: {exc}", error=_error_fields(exc)
             )
             return
         async with client:
-            yield await self._wait(client)
+            try:
+                poll = client.run_poll(self.eval_id, self.run_id)
+            except EvalsConfigError as exc:
+                yield self._event("error", str(exc), error=_error_fields(exc))
+                return
+            yield await self._wait(poll)
 
-    async def _wait(self, client: AsyncEvalsClient) -> TriggerEvent:
+    async def _wait(self, poll: RunPoll) -> TriggerEvent:
         failures = 0
         last_status: str | None = None
         last_state: tuple[str, tuple[int, int, int, int] | None] | None = None
@@ -126,9 +140,7 @@ class EvalRunTrigger(BaseTrigger):
                     run_status=last_status,
                 )
             try:
-                run = await client.get_run(self.eval_id, self.run_id, deadline=self.deadline)
-            except EvalsConfigError as exc:
-                return self._event("error", str(exc), error=_error_fields(exc))
+                run = await poll(deadline=self.deadline)
             except EvalsAPIError as exc:
                 if not exc.transient:
                     return self._event(
@@ -176,7 +188,7 @@ class EvalRunTrigger(BaseTrigger):
                         summary=summary.to_xcom(),
                     )
                 # Not kept alive across the sleep: thousands of waits share this process.
-                del run, counts, summary
+                del run, counts, summary, tally, state
             await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
 
     async def on_kill(self) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from airflow_provider_aoai_evals.api.client import AsyncEvalsClient, shared_session_count
+from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.testing import FakeEvalsServer
 
 from .conftest import CANARY_KEY, make_settings
@@ -45,3 +48,46 @@ def test_thousand_clients_one_session() -> None:
 
         asyncio.run(main())
         assert server.count("GET") == 1001
+
+
+def test_shared_client_per_loop_and_equal_settings() -> None:
+    """Settings read again from the same connection find the client already shared for them; the last
+    ``async with`` to leave closes it, and the next user gets a fresh one."""
+    with FakeEvalsServer(api_key=CANARY_KEY) as server:
+        eval_id = server.add_eval(name="e")["id"]
+        run_id = server.add_run(eval_id)["id"]
+
+        async def main() -> None:
+            first, again = make_settings(server), make_settings(server)
+            assert first is not again and first == again and hash(first) == hash(again)
+            client = AsyncEvalsClient.shared(first)
+            assert AsyncEvalsClient.shared(again) is client
+            other_key = make_settings(server, key="sk-another-key")
+            assert AsyncEvalsClient.shared(other_key) is not client
+
+            async with client as a, AsyncEvalsClient.shared(again) as b:
+                assert a is b is client
+                polls = [client.run_poll(eval_id, run_id) for _ in range(3)]
+                runs = await asyncio.gather(*(poll(deadline=None) for poll in polls))
+                assert {run.id for run in runs} == {run_id}
+            # Both left: unregistered and its session closed.
+            assert shared_session_count() == 0
+            fresh = AsyncEvalsClient.shared(first)
+            assert fresh is not client
+            async with fresh:
+                assert (await fresh.run_poll(eval_id, run_id)(deadline=None)).id == run_id
+
+        asyncio.run(main())
+        assert server.count("GET") == 4
+
+
+def test_run_poll_rejects_a_malformed_id_before_any_request() -> None:
+    with FakeEvalsServer(api_key=CANARY_KEY) as server:
+
+        async def main() -> None:
+            async with AsyncEvalsClient.shared(make_settings(server)) as client:
+                with pytest.raises(EvalsConfigError, match="run_id"):
+                    client.run_poll("eval_1", "../evalrun_1")
+
+        asyncio.run(main())
+        assert server.count("GET") == 0

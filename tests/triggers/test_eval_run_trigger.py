@@ -224,3 +224,40 @@ def test_on_kill_is_bounded_and_never_raises(
 def test_secret_free_repr_and_kwargs(server: FakeEvalsServer, eval_id: str) -> None:
     trigger = make(eval_id, "evalrun_abc")
     assert KEY not in repr(trigger) and KEY not in json.dumps(trigger.serialize()[1])
+
+
+def test_concurrent_waits_share_one_client_and_one_logger(
+    server: FakeEvalsServer, eval_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A triggerer holds thousands of waits: per wait it should keep its run's request, not a client,
+    settings, auth and logger of its own (each full garbage collection walks them all)."""
+    from airflow_provider_aoai_evals.api import client as client_module
+
+    built: list[object] = []
+    real_init = client_module.AsyncEvalsClient.__init__
+
+    def counting_init(self: Any, settings: Any) -> None:
+        built.append(self)
+        real_init(self, settings)
+
+    monkeypatch.setattr(client_module.AsyncEvalsClient, "__init__", counting_init)
+    run_ids = [server.add_run(eval_id, RunScript(in_progress_seconds=0.3))["id"] for _ in range(20)]
+    triggers = [make(eval_id, run_id) for run_id in run_ids]
+    assert triggers[0].log is triggers[1].log
+
+    async def all_waits() -> list[list[dict[str, Any]]]:
+        async def one(trigger: EvalRunTrigger) -> list[dict[str, Any]]:
+            return [event.payload async for event in trigger.run()]
+
+        return await asyncio.gather(*(one(t) for t in triggers))
+
+    results = asyncio.run(all_waits())
+    assert [r[0]["status"] for r in results] == ["success"] * 20
+    assert {r[0]["run_id"] for r in results} == set(run_ids)
+    assert len(built) == 1
+
+
+def test_malformed_run_id_is_an_error_event_without_a_request(server: FakeEvalsServer, eval_id: str) -> None:
+    [event] = events(make(eval_id, "evalrun_../x"))
+    assert event["status"] == "error" and "run_id" in event["message"]
+    assert server.count("GET") == 0
