@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +44,18 @@ class FakeEvalsServer:
         default_script: RunScript | None = None,
         request_log_limit: int = 10_000,
         backlog: int = 4096,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_timeout: float = 75.0,
     ) -> None:
+        """``ssl_context`` serves https (to test certificate checks); ``keepalive_timeout`` is how long an
+        idle connection stays open (short, to test clients reusing connections the server has closed)."""
         self.flavor = flavor
         self.api_key = api_key
         self.host = host
         self._requested_port = port
         self._backlog = backlog
+        self._ssl_context = ssl_context
+        self._keepalive_timeout = keepalive_timeout
         self._state = FakeState(flavor=flavor)
         if default_script is not None:
             self._state.default_script = default_script
@@ -95,11 +102,11 @@ class FakeEvalsServer:
                 build_app(self._ctx),
                 access_log=None,
                 handle_signals=False,
-                keepalive_timeout=75.0,
+                keepalive_timeout=self._keepalive_timeout,
                 shutdown_timeout=0.5,
             )
             loop.run_until_complete(runner.setup())
-            site = web.SockSite(runner, sock, backlog=self._backlog)
+            site = web.SockSite(runner, sock, backlog=self._backlog, ssl_context=self._ssl_context)
             loop.run_until_complete(site.start())
             self._runner = runner
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
@@ -153,7 +160,7 @@ class FakeEvalsServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._ssl_context else 'http'}://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
