@@ -241,24 +241,13 @@ class Postgres:
         )
         log(f"PostgreSQL {self.bindir.parent.name} on 127.0.0.1:{self.port}, data {self.datadir}")
 
+    def _client(self, tool: str) -> list[str]:
+        """A PostgreSQL client tool's command line up to its own options: where the server is, as whom."""
+        return [str(self.bindir / tool), "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow"]
+
     def psql(self, sql: str, db: str = "postgres") -> str:
         return subprocess.run(  # noqa: S603
-            [
-                str(self.bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "airflow",
-                "-d",
-                db,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-                sql,
-            ],
+            [*self._client("psql"), "-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
             check=True,
             capture_output=True,
             text=True,
@@ -272,18 +261,7 @@ class Postgres:
         """Every table's rows (``pg_dump --data-only``, INSERT statements, bytea as hex)."""
         with out.open("w") as f:
             subprocess.run(  # noqa: S603
-                [
-                    str(self.bindir / "pg_dump"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "airflow",
-                    "--data-only",
-                    "--inserts",
-                    db,
-                ],
+                [*self._client("pg_dump"), "--data-only", "--inserts", db],
                 check=True,
                 stdout=f,
                 text=True,
