@@ -82,12 +82,7 @@ class LeanConnection:
             ) from None
         except (http.client.HTTPException, OSError, zlib.error) as exc:
             self.close()
-            raise EvalsConnectionError(
-                f"connection failed: {type(exc).__name__}: {exc}"[:300],
-                request_sent=True,
-                method="GET",
-                path=path,
-            ) from None
+            raise _connection_failed(exc, request_sent=True, path=path) from None
         if resp.will_close:
             self.close()
         return resp.status, dict(resp.getheaders()), body
@@ -118,12 +113,7 @@ class LeanConnection:
             ) from None
         except OSError as exc:
             conn.close()
-            raise EvalsConnectionError(
-                f"connection failed: {type(exc).__name__}: {exc}"[:300],
-                request_sent=False,
-                method="GET",
-                path=path,
-            ) from None
+            raise _connection_failed(exc, request_sent=False, path=path) from None
         self._conn = conn
         return conn
 
@@ -131,6 +121,15 @@ class LeanConnection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _connection_failed(exc: BaseException, *, request_sent: bool, path: str) -> EvalsConnectionError:
+    return EvalsConnectionError(
+        f"connection failed: {type(exc).__name__}: {exc}"[:300],
+        request_sent=request_sent,
+        method="GET",
+        path=path,
+    )
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
