@@ -212,6 +212,7 @@ class EvalsClient(_Common):
         # Export pages only (see lean_http): one connection per thread, all closed with the client.
         self._lean = threading.local()
         self._lean_all: list[LeanConnection] = []
+        self._root_path = urlsplit(settings.api_root).path
         self._lean_lock = threading.Lock()
 
     def _new_session(self) -> requests.Session:
@@ -326,8 +327,7 @@ class EvalsClient(_Common):
             conn = self._lean.conn = LeanConnection(self.settings.api_root, verify=self._verify)
             with self._lean_lock:
                 self._lean_all.append(conn)
-        url = self._url(req)
-        target = urlsplit(url).path + (f"?{urlencode(req.query)}" if req.query else "")
+        target = self._root_path + req.path + (f"?{urlencode(req.query)}" if req.query else "")
         headers = {
             k: v if isinstance(v, str) else v.decode("latin-1") for k, v in self._session.headers.items()
         }
