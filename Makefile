@@ -116,7 +116,6 @@ demo: venv
 bench: venv
 	$(TIMED) bench $(RUN) $(PY) benchmarks/run_all.py
 
-# Placeholder until the mkdocs site lands: only checks that docs/ exists.
 # The documentation site, warnings as errors (mkdocs.yml sets strict); output in site/ (gitignored).
 docs: venv
 	$(TIMED) docs $(VENV)/bin/mkdocs build --strict --site-dir site
