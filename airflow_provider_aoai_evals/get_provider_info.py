@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_aoai_evals import __version__
+from airflow_provider_aoai_evals.api.defaults import (
+    DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS,
+    TRIGGER_CONNECTION_REUSE_OPTION,
+)
 from airflow_provider_aoai_evals.hooks import connection_form
 
 PACKAGE_NAME = "airflow-provider-aoai-evals"
@@ -54,6 +58,26 @@ def get_provider_info() -> dict[str, Any]:
             if modules
         },
         "extra-links": ["airflow_provider_aoai_evals.links.EvalRunReportLink"],
+        "config": {
+            TRIGGER_CONNECTION_REUSE_OPTION[0]: {
+                "description": "Settings of the OpenAI / Azure OpenAI Evals provider.",
+                "options": {
+                    TRIGGER_CONNECTION_REUSE_OPTION[1]: {
+                        "description": (
+                            "Seconds for which EvalRunTrigger waits starting in one triggerer reuse a read of "
+                            "their connection instead of each reading it again. A wait that polls with reused "
+                            "settings reads the connection again when a poll fails, and a connection defined "
+                            "by an AIRFLOW_CONN_ environment variable is read again when the variable "
+                            "changes. 0 turns reuse off."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "0",
+                        "default": str(DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS),
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": connection_form.CONN_TYPE,

@@ -75,6 +75,18 @@ def test_provider_info_basics():
     assert cf.DEFAULT_CONN_ID == "aoai_evals_default"
 
 
+def test_the_provider_option_reaches_airflow_config_with_its_default():
+    """Declared in provider info, so ``airflow config list`` shows it and ``conf`` has its default."""
+    from airflow.configuration import conf
+
+    from airflow_provider_aoai_evals.hooks import settings_reuse
+
+    section, key = settings_reuse.REUSE_OPTION
+    option = get_provider_info()["config"][section]["options"][key]
+    assert float(option["default"]) == settings_reuse.DEFAULT_REUSE_SECONDS == 30.0
+    assert conf.getfloat(section, key) == 30.0 == settings_reuse.reuse_seconds()
+
+
 def test_listed_modules_exist_and_every_module_is_listed():
     info = get_provider_info()
     listed = {m for section in ("hooks", "operators", "sensors", "triggers") for entry in info.get(section, [])

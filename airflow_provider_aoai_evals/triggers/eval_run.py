@@ -18,8 +18,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_aoai_evals.api.client import AsyncEvalsClient, RunPoll
 from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
 from airflow_provider_aoai_evals.api.models import RunStatus
+from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.exceptions import run_ended_message
+from airflow_provider_aoai_evals.hooks import settings_reuse
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 
 #: The event statuses this trigger yields; ``execute_complete`` accepts only these.
@@ -110,23 +112,47 @@ class EvalRunTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            # One client per loop and connection settings, shared by every wait; this wait's settings are
-            # not kept (see AsyncEvalsClient.shared).
-            client = AsyncEvalsClient.shared(await EvalsHook(self.conn_id).aget_settings())
+            # Waits starting close together share one connection read (see hooks.settings_reuse).
+            settings, reused = await settings_reuse.settings_for_wait(self.conn_id)
         except (EvalsError, AirflowNotFoundException) as exc:
             yield self._event(
                 "error", f"Cannot watch eval run {self.run_id}: {exc}", error=_error_fields(exc)
             )
             return
-        async with client:
-            try:
-                poll = client.run_poll(self.eval_id, self.run_id)
-            except EvalsConfigError as exc:
-                yield self._event("error", str(exc), error=_error_fields(exc))
+        while True:
+            # One client per loop and connection settings, shared by every wait (AsyncEvalsClient.shared).
+            client = AsyncEvalsClient.shared(settings)
+            async with client:
+                try:
+                    poll = client.run_poll(self.eval_id, self.run_id)
+                except EvalsConfigError as exc:
+                    yield self._event("error", str(exc), error=_error_fields(exc))
+                    return
+                outcome = await self._wait(poll, settings if reused else None)
+            if isinstance(outcome, TriggerEvent):
+                yield outcome
                 return
-            yield await self._wait(poll)
+            settings, reused = outcome, False
 
-    async def _wait(self, poll: RunPoll) -> TriggerEvent:
+    async def _changed_settings(self, used: ClientSettings) -> ClientSettings | None:
+        """After a poll with reused settings failed: the connection's current settings if they differ."""
+        try:
+            current = await settings_reuse.reread(self.conn_id, used)
+        except (EvalsError, AirflowNotFoundException) as exc:
+            self.log.warning("Could not read connection %s again: %s", self.conn_id, exc)
+            return None
+        if current == used:
+            return None
+        self.log.info(
+            "Connection %s changed since this wait read it; polling eval run %s with its current settings",
+            self.conn_id,
+            self.run_id,
+        )
+        return current
+
+    async def _wait(self, poll: RunPoll, reused: ClientSettings | None) -> TriggerEvent | ClientSettings:
+        """Poll until there is an event to yield, or return the connection's new settings when a poll
+        with ``reused`` settings (read by an earlier wait) failed and the connection has since changed."""
         failures = 0
         last_status: str | None = None
         last_state: tuple[str, tuple[int, int, int, int] | None] | None = None
@@ -142,6 +168,11 @@ class EvalRunTrigger(BaseTrigger):
             try:
                 run = await poll(deadline=self.deadline)
             except EvalsAPIError as exc:
+                if reused is not None:
+                    current = await self._changed_settings(reused)
+                    if current is not None:
+                        return current
+                    reused = None
                 if not exc.transient:
                     return self._event(
                         "error",
