@@ -79,11 +79,15 @@ def test_the_provider_option_reaches_airflow_config_with_its_default():
     """Declared in provider info, so ``airflow config list`` shows it and ``conf`` has its default."""
     from airflow.configuration import conf
 
+    from airflow_provider_aoai_evals.api.defaults import (
+        DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS,
+        TRIGGER_CONNECTION_REUSE_OPTION,
+    )
     from airflow_provider_aoai_evals.hooks import settings_reuse
 
-    section, key = settings_reuse.REUSE_OPTION
+    section, key = TRIGGER_CONNECTION_REUSE_OPTION
     option = get_provider_info()["config"][section]["options"][key]
-    assert float(option["default"]) == settings_reuse.DEFAULT_REUSE_SECONDS == 30.0
+    assert float(option["default"]) == DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS == 30.0
     assert conf.getfloat(section, key) == 30.0 == settings_reuse.reuse_seconds()
 
 

@@ -33,9 +33,6 @@ from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 
-REUSE_OPTION = TRIGGER_CONNECTION_REUSE_OPTION
-DEFAULT_REUSE_SECONDS = DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS
-
 
 class _Read:
     __slots__ = ("env", "expires", "settings")
@@ -63,10 +60,10 @@ _pending: dict[str, _Pending] = {}
 
 def reuse_seconds() -> float:
     """The configured reuse window; read once per connection read, not per wait."""
-    section, key = REUSE_OPTION
+    section, key = TRIGGER_CONNECTION_REUSE_OPTION
     raw = conf.get(section, key, fallback=None)
     if raw is None or str(raw).strip() == "":
-        return DEFAULT_REUSE_SECONDS
+        return DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS
     try:
         seconds = float(raw)
     except ValueError:
