@@ -36,9 +36,11 @@ from airflow_provider_aoai_evals.api.errors import (
     EvalsNotFoundError,
     EvalsPermanentError,
     EvalsServerError,
-    EvalsTimeoutError,
+    connection_failed,
     error_from_response,
     request_id_from,
+    timed_out,
+    tls_failed,
 )
 from airflow_provider_aoai_evals.api.lean_http import LeanConnection
 from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, FileObject, OutputItem, Page
@@ -123,10 +125,8 @@ def _async_attempt_timeout(settings: ClientSettings, deadline: float | None) -> 
     the full collections that stop the loop more frequent. Responses in the triggerer are small, so a total
     loses nothing that an inactivity bound would catch.
     """
-    total = settings.read_timeout
-    if deadline is not None:
-        total = min(total, max(deadline - time.time(), 0.05))
-    return aiohttp.ClientTimeout(total=total, sock_connect=min(settings.connect_timeout, total))
+    connect, total = _attempt_timeout(settings, deadline)
+    return aiohttp.ClientTimeout(total=total, sock_connect=min(connect, total))
 
 
 def _items(pages: Iterator[Page[Any]]) -> Iterator[Any]:
@@ -293,19 +293,11 @@ class EvalsClient(_Common):
             finally:
                 resp.close()  # the body was read to its end, so this returns the connection to the pool
         except requests.exceptions.SSLError as exc:
-            raise EvalsPermanentError(
-                f"TLS verification failed ({type(exc).__name__}); check the endpoint or set 'ca_bundle'",
-                method=req.method,
-                path=req.path,
-            ) from None
+            raise tls_failed(exc, method=req.method, path=req.path) from None
         except requests.exceptions.ConnectTimeout:
-            raise EvalsTimeoutError(
-                "timed out connecting", request_sent=False, method=req.method, path=req.path
-            ) from None
+            raise timed_out(connecting=True, method=req.method, path=req.path) from None
         except requests.exceptions.ReadTimeout:
-            raise EvalsTimeoutError(
-                "timed out waiting for the response", request_sent=True, method=req.method, path=req.path
-            ) from None
+            raise timed_out(connecting=False, method=req.method, path=req.path) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise EvalsConnectionError(
                 f"connection failed: {_describe(exc)}",
@@ -772,19 +764,11 @@ class AsyncEvalsClient(_Common):
                 body = await resp.read()
                 status, resp_headers = resp.status, resp.headers
         except aiohttp.ClientSSLError as exc:
-            raise EvalsPermanentError(
-                f"TLS verification failed ({type(exc).__name__}); check the endpoint or set 'ca_bundle'",
-                method=req.method,
-                path=req.path,
-            ) from None
+            raise tls_failed(exc, method=req.method, path=req.path) from None
         except aiohttp.ConnectionTimeoutError:
-            raise EvalsTimeoutError(
-                "timed out connecting", request_sent=False, method=req.method, path=req.path
-            ) from None
+            raise timed_out(connecting=True, method=req.method, path=req.path) from None
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-            raise EvalsTimeoutError(
-                "timed out waiting for the response", request_sent=True, method=req.method, path=req.path
-            ) from None
+            raise timed_out(connecting=False, method=req.method, path=req.path) from None
         except aiohttp.ClientConnectorError as exc:
             raise EvalsConnectionError(
                 f"connection failed: {type(exc).__name__}: {exc.os_error}",
@@ -793,12 +777,7 @@ class AsyncEvalsClient(_Common):
                 path=req.path,
             ) from None
         except aiohttp.ClientError as exc:
-            raise EvalsConnectionError(
-                f"connection failed: {type(exc).__name__}: {exc}"[:300],
-                request_sent=True,
-                method=req.method,
-                path=req.path,
-            ) from None
+            raise connection_failed(exc, request_sent=True, method=req.method, path=req.path) from None
         return _result(call, status, resp_headers, body)
 
     async def _execute(

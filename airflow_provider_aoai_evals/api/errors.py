@@ -138,6 +138,39 @@ class EvalsRetryAfterTooLongError(EvalsTransientError):
     """The server asked us to wait longer than the policy's cap: give up now, as the official client does."""
 
 
+# -- failures with no response, in one wording whichever transport (requests, aiohttp, lean_http) met them --
+
+
+def tls_failed(exc: BaseException, *, method: str, path: str) -> EvalsPermanentError:
+    """A certificate the client does not trust: retrying cannot help."""
+    return EvalsPermanentError(
+        f"TLS verification failed ({type(exc).__name__}); check the endpoint or set 'ca_bundle'",
+        method=method,
+        path=path,
+    )
+
+
+def timed_out(*, connecting: bool, method: str, path: str) -> EvalsTimeoutError:
+    """A connect that timed out (nothing sent) or a response that did not come in time (maybe acted on)."""
+    if connecting:
+        return EvalsTimeoutError("timed out connecting", request_sent=False, method=method, path=path)
+    return EvalsTimeoutError(
+        "timed out waiting for the response", request_sent=True, method=method, path=path
+    )
+
+
+def connection_failed(
+    exc: BaseException, *, request_sent: bool, method: str, path: str
+) -> EvalsConnectionError:
+    """A connection that broke, named by the exception's type and text (cut short: no URL dumps)."""
+    return EvalsConnectionError(
+        f"connection failed: {type(exc).__name__}: {exc}"[:300],
+        request_sent=request_sent,
+        method=method,
+        path=path,
+    )
+
+
 _STATUS_CLASSES: dict[int, type[EvalsAPIError]] = {
     400: EvalsBadRequestError,
     401: EvalsAuthenticationError,

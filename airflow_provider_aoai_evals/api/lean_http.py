@@ -23,11 +23,7 @@ import zlib
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from airflow_provider_aoai_evals.api.errors import (
-    EvalsConnectionError,
-    EvalsPermanentError,
-    EvalsTimeoutError,
-)
+from airflow_provider_aoai_evals.api.errors import connection_failed, timed_out, tls_failed
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
@@ -77,12 +73,10 @@ class LeanConnection:
             body = _decoded(resp.read(), resp.getheader("Content-Encoding", ""))
         except TimeoutError:
             self.close()
-            raise EvalsTimeoutError(
-                "timed out waiting for the response", request_sent=True, method="GET", path=path
-            ) from None
+            raise timed_out(connecting=False, method="GET", path=path) from None
         except (http.client.HTTPException, OSError, zlib.error) as exc:
             self.close()
-            raise _connection_failed(exc, request_sent=True, path=path) from None
+            raise connection_failed(exc, request_sent=True, method="GET", path=path) from None
         if resp.will_close:
             self.close()
         return resp.status, dict(resp.getheaders()), body
@@ -101,19 +95,13 @@ class LeanConnection:
             conn.connect()
         except ssl.SSLError as exc:
             conn.close()
-            raise EvalsPermanentError(
-                f"TLS verification failed ({type(exc).__name__}); check the endpoint or set 'ca_bundle'",
-                method="GET",
-                path=path,
-            ) from None
+            raise tls_failed(exc, method="GET", path=path) from None
         except TimeoutError:
             conn.close()
-            raise EvalsTimeoutError(
-                "timed out connecting", request_sent=False, method="GET", path=path
-            ) from None
+            raise timed_out(connecting=True, method="GET", path=path) from None
         except OSError as exc:
             conn.close()
-            raise _connection_failed(exc, request_sent=False, path=path) from None
+            raise connection_failed(exc, request_sent=False, method="GET", path=path) from None
         self._conn = conn
         return conn
 
@@ -121,15 +109,6 @@ class LeanConnection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _connection_failed(exc: BaseException, *, request_sent: bool, path: str) -> EvalsConnectionError:
-    return EvalsConnectionError(
-        f"connection failed: {type(exc).__name__}: {exc}"[:300],
-        request_sent=request_sent,
-        method="GET",
-        path=path,
-    )
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
