@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from airflow_provider_aoai_evals.testing import FakeEvalsServer
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
 
 
 def connection_json(server: FakeEvalsServer, **extra: Any) -> str:
@@ -28,3 +32,17 @@ def served_as_default_connection(
     with FakeEvalsServer(api_key=api_key, **server_kwargs) as server:
         monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", connection_json(server))
         yield server
+
+
+def one_event_each(*triggers: BaseTrigger) -> list[dict[str, Any]]:
+    """Run triggers together in one event loop, as a triggerer does; each must yield exactly one event."""
+
+    async def one(trigger: BaseTrigger) -> dict[str, Any]:
+        payloads: list[dict[str, Any]] = [event.payload async for event in trigger.run()]
+        [payload] = payloads
+        return payload
+
+    async def together() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(one(t) for t in triggers)))
+
+    return asyncio.run(together())

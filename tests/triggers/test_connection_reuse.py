@@ -6,7 +6,6 @@ variables or from Airflow's local-file secrets backend, and every poll goes to F
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator, MutableMapping
@@ -19,7 +18,7 @@ from airflow_provider_aoai_evals.hooks import settings_reuse
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
 from airflow_provider_aoai_evals.triggers.eval_run import EvalRunTrigger
-from tests.support import connection_json
+from tests.support import connection_json, one_event_each
 
 pytestmark = pytest.mark.compat
 RUN_PATH = r"/runs/[^/]+$"
@@ -55,25 +54,15 @@ def wait(server: FakeEvalsServer, eval_id: str, **kw: Any) -> EvalRunTrigger:
     return EvalRunTrigger(eval_id=eval_id, run_id=run_id, poll_interval=0.05, **kw)
 
 
-def outcomes(*triggers: EvalRunTrigger) -> list[dict[str, Any]]:
-    async def one(trigger: EvalRunTrigger) -> dict[str, Any]:
-        payloads: list[dict[str, Any]] = [event.payload async for event in trigger.run()]
-        [payload] = payloads
-        return payload
-
-    async def together() -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(one(t) for t in triggers)))
-
-    return asyncio.run(together())
-
-
 def test_waits_starting_together_or_soon_after_read_the_connection_once(
     server: FakeEvalsServer, reads: list[str]
 ) -> None:
     eval_id = server.add_eval(name="e")["id"]
-    assert [e["status"] for e in outcomes(*(wait(server, eval_id) for _ in range(30)))] == ["success"] * 30
+    assert [e["status"] for e in one_event_each(*(wait(server, eval_id) for _ in range(30)))] == [
+        "success"
+    ] * 30
     for _ in range(3):  # later waits, each in a fresh event loop, within the window
-        assert outcomes(wait(server, eval_id))[0]["status"] == "success"
+        assert one_event_each(wait(server, eval_id))[0]["status"] == "success"
     assert reads == ["aoai_evals_default"]
 
 
@@ -82,17 +71,17 @@ def test_reads_are_reused_only_within_the_configured_window(
 ) -> None:
     eval_id = server.add_eval(name="e")["id"]
     monkeypatch.setenv(WINDOW_ENV, "0.5")
-    outcomes(wait(server, eval_id))
-    outcomes(wait(server, eval_id))
+    one_event_each(wait(server, eval_id))
+    one_event_each(wait(server, eval_id))
     assert len(reads) == 1
     time.sleep(0.6)
-    outcomes(wait(server, eval_id))
+    one_event_each(wait(server, eval_id))
     assert len(reads) == 2
 
     monkeypatch.setenv(WINDOW_ENV, "0")  # off: every wait reads
     settings_reuse.forget()
     for _ in range(3):
-        outcomes(wait(server, eval_id))
+        one_event_each(wait(server, eval_id))
     assert len(reads) == 5
 
 
@@ -102,7 +91,7 @@ def test_a_bad_window_is_an_error_event_naming_the_option(
 ) -> None:
     eval_id = server.add_eval(name="e")["id"]
     monkeypatch.setenv(WINDOW_ENV, value)
-    [event] = outcomes(wait(server, eval_id))
+    [event] = one_event_each(wait(server, eval_id))
     assert event["status"] == "error"
     assert "[aoai_evals] trigger_connection_reuse_seconds" in event["message"] and value in event["message"]
     assert server.count("GET", RUN_PATH) == 0  # nothing was polled with an unchecked setting
@@ -111,11 +100,11 @@ def test_a_bad_window_is_an_error_event_naming_the_option(
 def test_an_edited_environment_connection_is_read_again(
     server: FakeEvalsServer, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outcomes(wait(server, server.add_eval(name="e")["id"]))
+    one_event_each(wait(server, server.add_eval(name="e")["id"]))
     polls = server.count("GET", RUN_PATH)
     with FakeEvalsServer(api_key="sk-reuse-b") as other:
         monkeypatch.setenv("AIRFLOW_CONN_AOAI_EVALS_DEFAULT", connection_json(other))
-        [event] = outcomes(wait(other, other.add_eval(name="e")["id"]))
+        [event] = one_event_each(wait(other, other.add_eval(name="e")["id"]))
     assert event["status"] == "success" and len(reads) == 2
     assert server.count("GET", RUN_PATH) == polls  # read before the first poll, not after a failed one
 
@@ -130,11 +119,11 @@ def test_concurrent_reads_share_a_failure_and_keep_nothing(
         )
         for i in range(5)
     ]
-    events = outcomes(*triggers)
+    events = one_event_each(*triggers)
     assert [e["status"] for e in events] == ["error"] * 5
     assert all("missing_evals" in e["message"] for e in events)
     assert reads == ["missing_evals"]
-    outcomes(triggers[0])
+    one_event_each(triggers[0])
     assert reads == ["missing_evals"] * 2  # a failed read is not reused
 
 
@@ -167,12 +156,15 @@ def test_a_wait_on_a_reused_read_picks_up_an_edit_after_one_failed_poll(
 ) -> None:
     with FakeEvalsServer(api_key="sk-old") as old, FakeEvalsServer(api_key="sk-new") as new:
         point(file_connections, old)
-        assert outcomes(wait(old, old.add_eval(name="e")["id"], conn_id="rotating"))[0]["status"] == "success"
+        assert (
+            one_event_each(wait(old, old.add_eval(name="e")["id"], conn_id="rotating"))[0]["status"]
+            == "success"
+        )
         # The user moves the connection to a new endpoint and key; the old key stops working.
         point(file_connections, new)
         old.inject(Fault(kind="status", status=401, message="key revoked", path_regex=RUN_PATH, count=None))
         before = old.count("GET", RUN_PATH)
-        [event] = outcomes(wait(new, new.add_eval(name="e")["id"], conn_id="rotating"))
+        [event] = one_event_each(wait(new, new.add_eval(name="e")["id"], conn_id="rotating"))
         assert event["status"] == "success"
         assert old.count("GET", RUN_PATH) == before + 1  # one poll on the reused read, then the edit
         assert reads == ["rotating", "rotating"]
@@ -185,10 +177,10 @@ def test_an_unchanged_connection_still_fails_at_once_after_one_read(
     with FakeEvalsServer(api_key="sk-old") as srv:
         point(file_connections, srv)
         eval_id = srv.add_eval(name="e")["id"]
-        outcomes(wait(srv, eval_id, conn_id="rotating"))
+        one_event_each(wait(srv, eval_id, conn_id="rotating"))
         srv.inject(Fault(kind="status", status=401, message="key revoked", path_regex=RUN_PATH, count=None))
         before = srv.count("GET", RUN_PATH)
-        [event] = outcomes(wait(srv, eval_id, conn_id="rotating"))
+        [event] = one_event_each(wait(srv, eval_id, conn_id="rotating"))
     assert event["status"] == "error" and event["error"]["status_code"] == 401
     assert "key revoked" in event["message"]
     assert srv.count("GET", RUN_PATH) == before + 1 and reads == ["rotating", "rotating"]

@@ -13,7 +13,7 @@ import pytest
 
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
 from airflow_provider_aoai_evals.triggers.eval_run import EvalRunTrigger
-from tests.support import served_as_default_connection
+from tests.support import one_event_each, served_as_default_connection
 
 KEY = "sk-trigger-canary-5e6f"
 
@@ -245,15 +245,9 @@ def test_concurrent_waits_share_one_client_and_one_logger(
     triggers = [make(eval_id, run_id) for run_id in run_ids]
     assert triggers[0].log is triggers[1].log
 
-    async def all_waits() -> list[list[dict[str, Any]]]:
-        async def one(trigger: EvalRunTrigger) -> list[dict[str, Any]]:
-            return [event.payload async for event in trigger.run()]
-
-        return await asyncio.gather(*(one(t) for t in triggers))
-
-    results = asyncio.run(all_waits())
-    assert [r[0]["status"] for r in results] == ["success"] * 20
-    assert {r[0]["run_id"] for r in results} == set(run_ids)
+    results = one_event_each(*triggers)
+    assert [r["status"] for r in results] == ["success"] * 20
+    assert {r["run_id"] for r in results} == set(run_ids)
     assert len(built) == 1
 
 
