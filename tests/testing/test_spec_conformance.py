@@ -1,14 +1,14 @@
 """The fake's responses validate against the official OpenAPI response schemas (plus known deviations).
 
-The spec lives in ``$AOAI_EVALS_SPEC_DIR`` or ``<repo>/../shared/spec``. The service deviates from its own
-spec in a few documented ways; those are applied as a small overlay below, each with the reason, so a
-schema failure here means the fake (and therefore the clients tested against it) drifted from reality.
+The spec is the Evals subset of the OpenAPI description, kept in ``tests/spec/`` (origin and licence in its
+README) so that a plain clone runs this test. The service deviates from its own spec in a few documented
+ways; those are applied as a small overlay below, each with the reason, so a schema failure here means the
+fake (and therefore the clients tested against it) drifted from reality.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,7 @@ from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
 from tests.testing.fake_helpers import FAST, Api, jsonl
 
 SPEC_URI = "urn:openai-evals-spec"
-
-
-def spec_dir() -> Path:
-    env = os.environ.get("AOAI_EVALS_SPEC_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "spec"
+SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -36,9 +30,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_spec() -> dict[str, Any]:
-    path = spec_dir() / "openai-evals.openapi.yaml"
-    if not path.exists():
-        pytest.fail(f"spec not found at {path}: CI keeps it beside the checkout (or set AOAI_EVALS_SPEC_DIR)")
+    path = SPEC_DIR / "openai-evals.openapi.yaml"
     spec: dict[str, Any] = yaml.safe_load(path.read_text())
     schemas = spec["components"]["schemas"]
     run = schemas["EvalRun"]["properties"]
@@ -244,9 +236,7 @@ def test_every_operation_conforms(server: FakeEvalsServer, api: Api, rooted_spec
 
 
 def _load_examples() -> dict[str, Any]:
-    path = spec_dir() / "openai-evals.examples.json"
-    if not path.exists():
-        pytest.fail(f"examples not found at {path}: CI keeps the spec beside the checkout")
+    path = SPEC_DIR / "openai-evals.examples.json"
     operations: dict[str, Any] = json.loads(path.read_text())["operations"]
     return operations
 
