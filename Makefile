@@ -58,11 +58,12 @@ help:
 	@echo "make e2e        end-to-end suite: real Airflow $(AF_VERSION) + $(AF31_VERSION) on PostgreSQL (e2e/run.sh)"
 
 # ---- virtual environments ------------------------------------------------------------------------------
-$(VENV)/.stamp: pyproject.toml $(CONSTRAINTS) scripts/make-venv.sh
+# __init__.py holds the version: a new one must reach the installed metadata (importlib.metadata).
+$(VENV)/.stamp: pyproject.toml airflow_provider_aoai_evals/__init__.py $(CONSTRAINTS) scripts/make-venv.sh
 	$(TIMED) venv env PYTHON=$(PYTHON) bash scripts/make-venv.sh $(VENV) $(CONSTRAINTS) azure,test,lint $(UV_VERSION)
 	touch $@
 
-$(VENV31)/.stamp: pyproject.toml $(CONSTRAINTS31) scripts/make-venv.sh
+$(VENV31)/.stamp: pyproject.toml airflow_provider_aoai_evals/__init__.py $(CONSTRAINTS31) scripts/make-venv.sh
 	$(TIMED) venv-af31 env PYTHON=$(PYTHON) bash scripts/make-venv.sh $(VENV31) $(CONSTRAINTS31) azure,test $(UV_VERSION)
 	touch $@
 
