@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-items",
         type=int,
         default=None,
-        help="default script: output items per run (default: rows of file_content)",
+        help="default script: output items per run (default: the rows of the source, or 10 when unread)",
     )
     parser.add_argument("--item-bytes", type=int, default=None, help="default script: pad items to ~N bytes")
     parser.add_argument("--script", default=None, metavar="JSON", help="default RunScript as JSON")

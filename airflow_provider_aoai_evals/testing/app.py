@@ -522,7 +522,8 @@ async def ctl_clear_faults(request: web.Request) -> web.StreamResponse:
 
 async def ctl_add_eval(request: web.Request) -> web.StreamResponse:
     body = await _control_json(request)
-    return _json_response(_ctx(request).state.create_eval(eval_body(**body)))
+    eval_id = body.pop("id", None)
+    return _json_response(_ctx(request).state.create_eval(eval_body(**body), eval_id))
 
 
 async def ctl_add_run(request: web.Request) -> web.StreamResponse:

@@ -189,9 +189,16 @@ class FakeEvalsServer:
         testing_criteria: list[dict[str, Any]] | None = None,
         data_source_config: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
+        *,
+        eval_id: str | None = None,
     ) -> dict[str, Any]:
-        """Create an eval directly (defaults: a custom data source and one string_check grader)."""
-        return self._state.create_eval(eval_body(name, testing_criteria, data_source_config, metadata))
+        """Create an eval directly (defaults: a custom data source and one string_check grader).
+
+        ``eval_id`` gives it the id a DAG under test already names; by default a fresh ``eval_<hex>``.
+        """
+        return self._state.create_eval(
+            eval_body(name, testing_criteria, data_source_config, metadata), eval_id
+        )
 
     def add_run(
         self,

@@ -8,6 +8,7 @@ never awaits, so the lock cannot stall the loop for long.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 import uuid
@@ -24,6 +25,11 @@ ITEM_STATUS_FILTERS = frozenset({"pass", "fail"})
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 ITEM_INDEX_HEX = 8
+#: Output items of a run whose source the fake cannot read (a file it never received, stored completions,
+#: responses): enough for a pass rate, so a gate on such a run judges items rather than "no results".
+UNREAD_SOURCE_ITEMS = 10
+#: The provider's id rule (api.validation), repeated because the fake imports nothing of the provider.
+_EVAL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,255}$")
 
 DEFAULT_TESTING_CRITERIA: list[dict[str, Any]] = [
     {
@@ -647,7 +653,10 @@ class FakeState:
         return self.seq
 
     # ---- evals ----------------------------------------------------------------------------------
-    def create_eval(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create_eval(self, body: dict[str, Any], eval_id: str | None = None) -> dict[str, Any]:
+        """``eval_id`` seeds an eval under an id a DAG already names (one made in the dashboard)."""
+        if eval_id is not None and (not isinstance(eval_id, str) or not _EVAL_ID_PATTERN.match(eval_id)):
+            raise ApiError(400, f"{eval_id!r} is not a valid eval id.", param="id", code="invalid_value")
         config, criteria = validate_eval_body(body)
         metadata = validate_metadata(body.get("metadata"))
         name = body.get("name")
@@ -661,8 +670,10 @@ class FakeState:
             crit.setdefault("id", f"{crit['name']}-{uuid.uuid4()}")
             with_ids.append(crit)
         with self.lock:
+            if eval_id is not None and eval_id in self.evals:
+                raise ApiError(400, f"Eval {eval_id!r} already exists.", param="id", code="invalid_value")
             record = EvalRecord(
-                id=f"eval_{_new_hex()}",
+                id=eval_id or f"eval_{_new_hex()}",
                 name=name or "Untitled eval",
                 data_source_config=_response_data_source_config(config),
                 testing_criteria=with_ids,
@@ -750,7 +761,7 @@ class FakeState:
         if source.get("type") == "file_id":
             with self.lock:
                 rows = self.file_rows.get(str(source.get("id")), rows)
-        n_items = script.output_items if script.output_items is not None else (len(rows) if rows else 0)
+        n_items = _item_count(script, rows)
         model = script.model or data_source.get("model") or "gpt-4o-mini"
         with self.lock:
             evaluation = self._get_eval(eval_id)
@@ -976,6 +987,19 @@ class FakeState:
             self.item_builds += len(data)
             self.scan_steps += scanned
         return Page(data, has_more).to_api()
+
+
+def _item_count(script: RunScript, rows: list[Any] | None) -> int:
+    """Explicit ``output_items`` first; else the rows the fake holds (inline or uploaded to it); else the
+    scripted ``result_counts.total``; else a default, so an unread source still yields items to grade."""
+    if script.output_items is not None:
+        return script.output_items
+    if rows is not None:
+        return len(rows)
+    total = (script.result_counts or {}).get("total")
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    return UNREAD_SOURCE_ITEMS
 
 
 def _matching_indices(run: RunRecord, indices: range, status: str | None) -> Iterator[tuple[int, int]]:
