@@ -1,6 +1,7 @@
 # airflow-provider-aoai-evals developer and CI entry points (GNU make 4.3+).
 #   make demo    build .venv (Airflow 3.3.2) and run the demo DAG against the fake Evals server
-#   make test    build both venvs, lint, the whole suite on Airflow 3.3.2, `-m compat` on Airflow 3.1.8
+#   make test    build both venvs, lint, docs, the whole suite on Airflow 3.3.2, `-m compat` on Airflow 3.1.8,
+#                and `make dist` (the built wheel installed and run outside the checkout)
 # Every stage prints "== stage <name>: <seconds>s"; `make test` ends with a summary of all stages.
 
 SHELL := bash
@@ -43,17 +44,19 @@ endif
 endif
 export TIMINGS_FILE
 
-.PHONY: help venv venv-af31 lint test test-af33 test-af31 demo bench docs clean timings azurite
+.PHONY: help venv venv-af31 lint test test-af33 test-af31 demo bench docs dist clean timings azurite
 
 help:
 	@echo "make demo       build .venv (Airflow $(AF_VERSION)) and run scripts/demo.py"
-	@echo "make test       venv + venv-af31 + lint + pytest (Airflow $(AF_VERSION)) + pytest -m compat (Airflow $(AF31_VERSION))"
+	@echo "make test       venv + venv-af31 + lint + docs + pytest (Airflow $(AF_VERSION)) + pytest -m compat (Airflow $(AF31_VERSION)) + dist"
 	@echo "make venv       .venv: Airflow $(AF_VERSION) + extras azure,test,lint, from $(CONSTRAINTS)"
 	@echo "make venv-af31  .venv-af31: Airflow $(AF31_VERSION) + extras azure,test, from $(CONSTRAINTS31)"
 	@echo "make lint       ruff check, ruff format --check, mypy (Python 3.10 rules)"
 	@echo "make bench      benchmarks/run_all.py"
 	@echo "make azurite    install the Azurite storage emulator (npm) used by the Azure Blob export tests"
 	@echo "make docs       documentation site with mkdocs, warnings as errors (also part of make test)"
+	@echo "make dist       sdist + wheel in dist/, twine check, their file lists, the wheel installed and run"
+	@echo "                outside the checkout (example DAG against the fake server); also part of make test"
 	@echo "make clean      remove venvs, Airflow homes, caches and build output"
 	@echo "make e2e        end-to-end suite: real Airflow $(AF_VERSION) + $(AF31_VERSION) on PostgreSQL (e2e/run.sh)"
 
@@ -103,6 +106,7 @@ test:
 	  $(MAKE) --no-print-directory docs || rc=1; \
 	  $(MAKE) --no-print-directory test-af33 || rc=1; \
 	  $(MAKE) --no-print-directory test-af31 || rc=1; \
+	  $(MAKE) --no-print-directory dist || rc=1; \
 	else rc=1; fi; \
 	$(TIMED) --summary; \
 	exit $$rc
@@ -125,6 +129,12 @@ clean:
 	rm -rf $(VENV) $(VENV31) .airflow-home .artifacts .pytest_cache .mypy_cache .ruff_cache build dist site \
 	  *.egg-info
 	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
+
+# ---- release files ---------------------------------------------------------------------------------------
+# sdist and wheel in dist/ (gitignored), checked with twine and scripts/check_dist.py, then the wheel alone
+# installed into a temporary venv outside the checkout and used there (scripts/dist.sh says how).
+dist: venv
+	$(TIMED) dist bash scripts/dist.sh $(PY) $(CONSTRAINTS)
 
 # ---- end-to-end suite ------------------------------------------------------------------------------------
 # Real Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor; PostgreSQL) against
