@@ -9,6 +9,8 @@ and read in one place. The rules, also in the README:
   ``api.openai.com``, schema ``v1``); it becomes the base path when the host has none. ``port`` is kept.
 * OpenAI: empty host means ``https://api.openai.com/v1``; a host with no path gets ``/v1``.
   Azure: host is the resource endpoint; the client appends ``/openai/v1``.
+* A host only one of the two services answers on (``*.openai.azure.com``, ``api.openai.com``...) must come
+  with that service's flavor; any other host (a gateway, a proxy) is taken as the flavor says.
 """
 
 from __future__ import annotations
@@ -23,7 +25,20 @@ from airflow_provider_aoai_evals.api.auth import DEFAULT_ENTRA_SCOPE, ApiKeyAuth
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.retry import RetryPolicy
 from airflow_provider_aoai_evals.api.routes import validate_flavor
-from airflow_provider_aoai_evals.api.settings import ClientSettings
+from airflow_provider_aoai_evals.api.settings import ClientSettings, resolve_api_root
+
+#: Hostname endings of Azure's own endpoints for the Evals API (Azure OpenAI, AI Services, AI Foundry; the
+#: public, US Government and China clouds). Only these are checked, so a gateway under any other name works.
+AZURE_HOST_SUFFIXES = (
+    ".openai.azure.com",
+    ".cognitiveservices.azure.com",
+    ".services.ai.azure.com",
+    ".openai.azure.us",
+    ".cognitiveservices.azure.us",
+    ".openai.azure.cn",
+    ".cognitiveservices.azure.cn",
+)
+OPENAI_HOSTS = frozenset({"api.openai.com"})
 
 
 class ConnectionLike(Protocol):
@@ -95,6 +110,38 @@ def combine_base_url(
     if schema and schema.strip("/") and path in ("", "/"):
         path = "/" + schema.strip("/")
     return urlunsplit((url_scheme, netloc, path.rstrip("/"), "", ""))
+
+
+def check_flavor_matches_host(flavor: str, base_url: str | None, *, flavor_given: bool) -> None:
+    """Refuse a well-known host paired with the other service's flavor.
+
+    The wrong flavor builds a wrong URL (``<azure endpoint>/v1/evals``, ``api.openai.com/v1/openai/v1``) that
+    the service answers with a bare 404, which says nothing about the connection; so fail here, naming the
+    extra to set, before any request.
+    """
+    if not base_url:
+        return
+    host = (urlsplit(base_url).hostname or "").lower().rstrip(".")
+    if flavor == "openai" and host.endswith(AZURE_HOST_SUFFIXES):
+        why = (
+            "the connection's flavor extra is 'openai'"
+            if flavor_given
+            else ("the connection has no flavor extra, which means 'openai'")
+        )
+        raise EvalsConfigError(
+            "flavor",
+            f"host {host} is an Azure endpoint, but {why}: requests would go to "
+            f"{resolve_api_root('openai', base_url)}/evals and fail with 404. Set the extra flavor to 'azure' "
+            '(URI form: ?flavor=azure; JSON form: "extra": {"flavor": "azure"})',
+        )
+    if flavor == "azure" and host in OPENAI_HOSTS:
+        raise EvalsConfigError(
+            "flavor",
+            f"host {host} is OpenAI's API, but the connection's flavor extra is 'azure': requests would go "
+            f"to {resolve_api_root('azure', base_url)}/evals and fail with 404. For OpenAI set the extra "
+            "flavor to 'openai' (or remove it); for Azure OpenAI set host to your resource endpoint, "
+            "https://<resource>.openai.azure.com",
+        )
 
 
 # Entra credentials are cached per process and identity, so every hook (one per trigger) for the same
@@ -190,6 +237,7 @@ def settings_from_connection(conn: ConnectionLike, *, retry: RetryPolicy | None 
     extra = conn.extra_dejson or {}
     flavor = validate_flavor(_text(extra, "flavor") or "openai")
     base_url = combine_base_url(conn.host, conn.schema, conn.port, _text(extra, "scheme"))
+    check_flavor_matches_host(flavor, base_url, flavor_given=_text(extra, "flavor") is not None)
     options: dict[str, Any] = {
         "api_version": _text(extra, "api_version"),
         "organization": _text(extra, "organization"),
