@@ -31,7 +31,7 @@ from airflow_provider_aoai_evals.exceptions import EvalRunError
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
 from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
-from airflow_provider_aoai_evals.templating import EvalPlaceholderSafeTemplates
+from airflow_provider_aoai_evals.templating import EvalPlaceholderSafeTemplates, TemplatedIds
 from airflow_provider_aoai_evals.triggers.eval_run import DEFAULT_MAX_CONSECUTIVE_FAILURES, EvalRunTrigger
 
 #: task_state_store key (Airflow 3.3+) holding the run an earlier try started.
@@ -167,7 +167,7 @@ class _WaitsForRuns(BaseOperator):
             self.log.warning("on_kill: could not cancel eval run %s: %s", run_id, exc)
 
 
-class CreateEvalRunOperator(EvalPlaceholderSafeTemplates, _WaitsForRuns):
+class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsForRuns):
     """Start an eval run, optionally wait for it, and return its summary; never start a duplicate.
 
     :param eval_id: the eval (templated).
@@ -193,6 +193,7 @@ class CreateEvalRunOperator(EvalPlaceholderSafeTemplates, _WaitsForRuns):
     """
 
     template_fields: Sequence[str] = ("eval_id", "data_source", "name", "metadata")
+    templated_ids = ("eval_id",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"data_source": "json", "metadata": "json"}
     operator_extra_links = (EvalRunReportLink(),)
     ui_color = "#c9e4ff"
@@ -218,6 +219,7 @@ class CreateEvalRunOperator(EvalPlaceholderSafeTemplates, _WaitsForRuns):
 
     def _checked_input(self) -> tuple[Any, dict[str, str]]:
         """Everything the request needs, validated before any request, with the parameter named."""
+        self.check_rendered_ids()
         if not self.eval_id:
             raise EvalsConfigError("eval_id", "is required")
         validate_id("eval_id", self.eval_id)
@@ -317,13 +319,14 @@ def _dag_run_start(context: Context) -> float:
     return time.time() - 7 * 24 * 3600
 
 
-class GetEvalRunOperator(BaseOperator):
+class GetEvalRunOperator(TemplatedIds, BaseOperator):
     """Fetch a run: its summary (default) or, with ``full_run=True``, the whole run object.
 
     Either way the run's ``data_source`` is left out: inline rows would otherwise land in XCom.
     """
 
     template_fields: Sequence[str] = ("eval_id", "run_id")
+    templated_ids = ("eval_id", "run_id")
     operator_extra_links = (EvalRunReportLink(),)
 
     def __init__(
@@ -342,6 +345,7 @@ class GetEvalRunOperator(BaseOperator):
         self.conn_id = conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self.check_rendered_ids()
         validate_id("eval_id", self.eval_id)
         validate_id("run_id", self.run_id)
         run = EvalsHook(self.conn_id).get_conn().get_run(self.eval_id, self.run_id)
@@ -352,13 +356,14 @@ class GetEvalRunOperator(BaseOperator):
         return summarize(run).to_xcom()
 
 
-class CancelEvalRunOperator(_WaitsForRuns):
+class CancelEvalRunOperator(TemplatedIds, _WaitsForRuns):
     """Cancel a run. A run that already finished is not an error: it is logged and its final state returned.
 
     :param wait_for_cancellation: wait until the run reports ``canceled`` (or another terminal status).
     """
 
     template_fields: Sequence[str] = ("eval_id", "run_id")
+    templated_ids = ("eval_id", "run_id")
     operator_extra_links = (EvalRunReportLink(),)
 
     def __init__(
@@ -372,6 +377,7 @@ class CancelEvalRunOperator(_WaitsForRuns):
         self.wait_for_cancellation = wait_for_cancellation
 
     def execute(self, context: Context) -> Any:
+        self.check_rendered_ids()
         validate_id("eval_id", self.eval_id)
         validate_id("run_id", self.run_id)
         client = self.hook.get_conn()

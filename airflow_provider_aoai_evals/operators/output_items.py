@@ -30,6 +30,7 @@ from airflow_provider_aoai_evals.export.formats import EXPORT_FORMATS, encoder_f
 from airflow_provider_aoai_evals.export.read_ahead import read_ahead
 from airflow_provider_aoai_evals.export.stream import ExportStats, ItemLimitExceeded, stream_pages
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.templating import TemplatedIds
 
 #: Seconds between INFO progress lines during a long export (the first page is always logged).
 PROGRESS_LOG_INTERVAL = 10.0
@@ -44,7 +45,7 @@ def _is_template(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
-class ExportEvalRunOutputItemsOperator(BaseOperator):
+class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
     """Export the output items of an eval run as JSON Lines or CSV to any Airflow object storage path.
 
     Pages through every output item (100 per request), streaming each page to ``destination`` as it
@@ -82,6 +83,7 @@ class ExportEvalRunOutputItemsOperator(BaseOperator):
         "format",
         "storage_conn_id",
     )
+    templated_ids = ("eval_id", "run_id")
     ui_color = "#e8f0d5"
 
     def __init__(
@@ -147,6 +149,7 @@ class ExportEvalRunOutputItemsOperator(BaseOperator):
 
     def _check_rendered(self) -> ObjectStoragePath | None:
         """Validate every parameter after templating; return the destination as a path (or None)."""
+        self.check_rendered_ids()
         validate_id("eval_id", self.eval_id)
         validate_id("run_id", self.run_id)
         self._check_static()

@@ -26,6 +26,7 @@ from airflow_provider_aoai_evals.api.summary import RunSummary, summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
+from airflow_provider_aoai_evals.templating import TemplatedIds
 
 #: ``baseline_run_id`` value meaning "the latest completed run of the same eval before this one".
 PREVIOUS = "previous"
@@ -41,7 +42,7 @@ class EvalGateFailed(AirflowFailException):
         super().__init__(verdict.message())
 
 
-class _QualityGate(BaseOperator):
+class _QualityGate(TemplatedIds, BaseOperator):
     """Thresholds, baseline lookup and the verdict, shared by the check and the branch operator.
 
     :param eval_id: the eval (templated).
@@ -61,6 +62,7 @@ class _QualityGate(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("eval_id", "run_id", "baseline_run_id")
+    templated_ids = ("eval_id", "run_id", "baseline_run_id")
     operator_extra_links = (EvalRunReportLink(),)
 
     def __init__(
@@ -106,6 +108,7 @@ class _QualityGate(BaseOperator):
         self.conn_id = conn_id
 
     def verdict(self, context: Context) -> Verdict:
+        self.check_rendered_ids()
         validate_id("eval_id", self.eval_id)
         validate_id("run_id", self.run_id)
         if self.baseline_run_id and self.baseline_run_id != PREVIOUS:

@@ -22,13 +22,14 @@ from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
 from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
+from airflow_provider_aoai_evals.templating import TemplatedIds
 from airflow_provider_aoai_evals.triggers.eval_run import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     EvalRunTrigger,
 )
 
 
-class EvalRunSensor(BaseSensorOperator):
+class EvalRunSensor(TemplatedIds, BaseSensorOperator):
     """Wait for an eval run (started by this DAG or elsewhere) to reach a terminal status.
 
     Returns the run summary (status, counts, pass rates overall and per criterion, usage, report_url) as
@@ -50,6 +51,7 @@ class EvalRunSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("eval_id", "run_id")
+    templated_ids = ("eval_id", "run_id")
     operator_extra_links = (EvalRunReportLink(),)
     ui_color = "#d5e8f6"
 
@@ -80,6 +82,7 @@ class EvalRunSensor(BaseSensorOperator):
         return EvalsHook(self.conn_id)
 
     def _check_ids(self) -> None:
+        self.check_rendered_ids()
         validate_id("eval_id", self.eval_id)
         validate_id("run_id", self.run_id)
 
