@@ -9,9 +9,9 @@ that the service has been seen to omit or null is optional, and status is a plai
 from __future__ import annotations
 
 import logging
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +46,43 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
 
 
+#: A count of items or tokens. Negative counts are refused, not clamped: a run reporting
+#: ``passed: 10, failed: -5`` of 5 items had a pass rate of 2.0 and passed every gate.
+Count = Annotated[int, Field(ge=0)]
+
+
 class ResultCounts(_Lenient):
-    total: int = 0
-    errored: int = 0
-    failed: int = 0
-    passed: int = 0
+    total: Count = 0
+    errored: Count = 0
+    failed: Count = 0
+    passed: Count = 0
     #: Azure only: items the service did not execute.
-    skipped: int | None = None
+    skipped: Count | None = None
+
+    @model_validator(mode="after")
+    def _executed_within_total(self) -> ResultCounts:
+        """More executed items than the run holds is a broken answer, not a rate to report. A total of 0
+        is left alone, since that is also what an answer without ``total`` parses to."""
+        executed = self.passed + self.failed + self.errored
+        if self.total and executed > self.total:
+            raise ValueError(f"passed + failed + errored ({executed}) is more than total ({self.total})")
+        return self
 
 
 class PerModelUsage(_Lenient):
     model_name: str | None = None
-    invocation_count: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
+    invocation_count: Count = 0
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
+    total_tokens: Count = 0
+    cached_tokens: Count = 0
 
 
 class PerTestingCriteriaResult(_Lenient):
     #: ``<name>-<uuid>`` as the API names it.
     testing_criteria: str
-    passed: int = 0
-    failed: int = 0
+    passed: Count = 0
+    failed: Count = 0
 
 
 class APIErrorInfo(_Lenient):
@@ -154,7 +168,9 @@ T = TypeVar("T", bound=BaseModel)
 
 class Page(_Lenient, Generic[T]):
     object: str = "list"
-    data: list[T] = Field(default_factory=list)
+    #: Required: a body without it (``{}`` from a proxy) is not an empty page, and reading it as one would
+    #: make a create's lookup miss the run it is looking for and post a second one.
+    data: list[T]
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False

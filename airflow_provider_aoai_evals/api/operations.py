@@ -21,7 +21,7 @@ from airflow_provider_aoai_evals.api.errors import (
 )
 from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, FileObject, OutputItem, Page
 from airflow_provider_aoai_evals.api.multipart import MultipartUpload
-from airflow_provider_aoai_evals.api.raw_items import RawItemPage, read_raw_item_page
+from airflow_provider_aoai_evals.api.raw_items import RawItemPage, parse_raw_item_page
 from airflow_provider_aoai_evals.api.routes import Operation, PreparedRequest, prepare
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.validation import METADATA_MAX_KEYS, validate_id, validate_metadata
@@ -198,7 +198,7 @@ class Operations:
     ) -> Call[RawItemPage]:
         """Oldest first, answered as items kept in their original bytes (see ``raw_items``)."""
         req = self._list_output_items(eval_id, run_id, after, limit, "asc", status)
-        return Call(req, None, read_raw_item_page)
+        return Call(req, None, parse_raw_item_page)
 
     def _list_output_items(
         self, eval_id: str, run_id: str, after: str | None, limit: int, order: str, status: str | None

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_aoai_evals.api.errors import EvalsServerError
 from airflow_provider_aoai_evals.api.models import OutputItem
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -51,13 +50,9 @@ class RawItem:
 
 
 class RawItemPage:
-    """The list envelope (``data``, ``first_id``, ``last_id``, ``has_more``) with items kept raw.
+    """The list envelope (``data``, ``first_id``, ``last_id``, ``has_more``) with items kept raw."""
 
-    A page read by :func:`read_raw_item_page` may not be scanned yet: its cursor came from the envelope's
-    tail and ``data`` scans the body on first access, in whichever thread asks for it (see there).
-    """
-
-    __slots__ = ("_body", "_data", "first_id", "has_more", "last_id")
+    __slots__ = ("data", "first_id", "has_more", "last_id")
 
     def __init__(
         self,
@@ -66,35 +61,21 @@ class RawItemPage:
         first_id: str | None = None,
         last_id: str | None = None,
         has_more: bool = False,
-        body: bytes | None = None,
     ) -> None:
-        self._data = data if data is not None or body is not None else []
-        self._body = body
+        self.data = data if data is not None else []
         self.first_id = first_id
         self.last_id = last_id
         self.has_more = has_more
 
-    @property
-    def data(self) -> list[RawItem]:
-        if self._data is None:
-            assert self._body is not None
-            try:
-                self._data = parse_raw_item_page(self._body).data
-            except (json.JSONDecodeError, UnexpectedShapeError) as exc:
-                raise EvalsServerError(
-                    f"a page of output items was not valid JSON or had an unexpected shape ({exc}); "
-                    "its envelope looked complete, so the body was damaged in the middle"
-                ) from None
-            self._body = None
-        return self._data
-
     def next_cursor(self) -> str | None:
-        """The ``after`` value for the next page, or None when this is the last one (as ``Page`` does)."""
-        if not self.has_more:
+        """The ``after`` value for the next page, or None when this is the last one (as ``Page`` does).
+
+        The cursor is the last item the page holds, never the envelope's ``last_id``: a server whose
+        ``last_id`` is null or stale would otherwise end an export early or page without end.
+        """
+        if not self.has_more or not self.data:
             return None
-        if self._data is None:
-            return self.last_id
-        return self._data[-1].id if self._data else None
+        return self.data[-1].id
 
 
 def _text(value: Any) -> str | None:
@@ -150,6 +131,7 @@ def parse_raw_item_page(body: bytes) -> RawItemPage:
     text = body.decode("latin-1")
     envelope: dict[str, Any] = {}
     items: list[RawItem] = []
+    saw_data = False
     at = _skip(text, 0)
     if text[at : at + 1] != "{":
         _scan(text, at)  # raises JSONDecodeError for non-JSON; otherwise it is JSON of the wrong shape
@@ -163,6 +145,7 @@ def parse_raw_item_page(body: bytes) -> RawItemPage:
             at = _skip(text, _expect(text, _skip(text, at), ":"))
             if key == "data":
                 items, at = _items(body, text, at)
+                saw_data = True
             else:
                 envelope[key], at = _scan(text, at)
             at = _skip(text, at)
@@ -171,37 +154,11 @@ def parse_raw_item_page(body: bytes) -> RawItemPage:
             at = _skip(text, _expect(text, at, ","))
     if _skip(text, at + 1) != len(text):
         raise json.JSONDecodeError("Extra data", text, at + 1)
+    if not saw_data:
+        raise UnexpectedShapeError("the response has no 'data' list")
     return RawItemPage(
         items,
         first_id=_text(envelope.get("first_id")),
         last_id=_text(envelope.get("last_id")),
         has_more=envelope.get("has_more") is True,
-    )
-
-
-#: The envelope's documented ending: ``"last_id": <id or null>, "has_more": <bool>}``.
-_TAIL = re.compile(rb'"last_id"\s*:\s*(?:null|"([^"\\]*)")\s*,\s*"has_more"\s*:\s*(true|false)\s*\}\s*\Z')
-_TAIL_WINDOW = 1024
-
-
-def read_raw_item_page(body: bytes) -> RawItemPage:
-    """A page whose cursor is known now and whose items are scanned when first asked for.
-
-    Why: the next page can only be requested once this one's cursor is known, and scanning a 200 KB page
-    takes about as long as the server needs to send the next one. When the body ends the way the API
-    documents its envelope, the cursor is read from that ending alone, so a read-ahead thread can request
-    the next page while the consumer scans this one. This is sound for any valid JSON: the final ``}``
-    closes the top-level object and the pattern admits no backslash, so ``last_id`` and ``has_more`` are
-    its members, not text inside a string. A body that does not end that way (a cut-off body, a proxy
-    page, another key order) is scanned at once, so its errors reach the client's retry policy as usual.
-    """
-    tail = _TAIL.search(body, max(0, len(body) - _TAIL_WINDOW))
-    if tail is None or not body.lstrip().startswith(b"{"):
-        return parse_raw_item_page(body)
-    last_id = tail.group(1)
-    return RawItemPage(
-        None,
-        last_id=None if last_id is None else last_id.decode("utf-8", errors="replace"),
-        has_more=tail.group(2) == b"true",
-        body=body,
     )

@@ -12,7 +12,7 @@ from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 # Ids from the service look like `eval_67ab...`, `evalrun_...`, `outputitem_...`, `file-...`. Anything that
 # could change the meaning of a URL path (separators, traversal, query or fragment markers, whitespace,
 # percent-escapes) is refused rather than escaped, because an escaped `/` or `..` is still a wrong id.
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,255}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,255}")
 
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_LENGTH = 64
@@ -27,7 +27,7 @@ def validate_id(parameter: str, value: Any) -> str:
         raise EvalsConfigError(parameter, f"must be a string id, got {type(value).__name__}")
     if not value:
         raise EvalsConfigError(parameter, "must not be empty")
-    if ".." in value or not _ID_PATTERN.match(value):
+    if ".." in value or not _ID_PATTERN.fullmatch(value):
         raise EvalsConfigError(
             parameter,
             f"{value!r} is not a valid id: ids hold letters, digits, '_', '-', '.', ':' only "

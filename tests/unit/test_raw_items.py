@@ -13,11 +13,7 @@ from airflow_provider_aoai_evals.api.client import _result
 from airflow_provider_aoai_evals.api.errors import EvalsPermanentError, EvalsServerError
 from airflow_provider_aoai_evals.api.models import OutputItem, Page
 from airflow_provider_aoai_evals.api.operations import Operations
-from airflow_provider_aoai_evals.api.raw_items import (
-    UnexpectedShapeError,
-    parse_raw_item_page,
-    read_raw_item_page,
-)
+from airflow_provider_aoai_evals.api.raw_items import UnexpectedShapeError, parse_raw_item_page
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from tests.unit.test_errors_and_models import load_examples
 
@@ -87,7 +83,14 @@ def test_cut_off_or_non_json_bodies_are_syntax_errors(body: bytes) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"data": [{"status": "pass"}]}', b'{"data": ["outputitem_1"]}', b"[]", b'{"data": [{"id": ""}]}'],
+    [
+        b'{"data": [{"status": "pass"}]}',
+        b'{"data": ["outputitem_1"]}',
+        b"[]",
+        b'{"data": [{"id": ""}]}',
+        b"{}",
+        b'{"has_more": true, "last_id": "outputitem_9"}',
+    ],
 )
 def test_json_that_is_not_a_page_is_a_shape_error(body: bytes) -> None:
     with pytest.raises(UnexpectedShapeError):
@@ -98,42 +101,27 @@ def test_client_maps_raw_page_failures_like_typed_ones() -> None:
     ops = Operations(ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k")))
     call = ops.list_raw_output_items("eval_1", "evalrun_1", None, 100, None)
     headers = {"x-request-id": "req_7"}
-    assert len(_result(call, 200, headers, envelope([item(1)])).data) == 1
+    assert len(_result(call, 200, headers, envelope([item(1)]), {}).data) == 1
     with pytest.raises(EvalsServerError, match="not valid JSON") as info:
-        _result(call, 200, headers, envelope([item(1), item(2)])[:-40])
+        _result(call, 200, headers, envelope([item(1), item(2)])[:-40], {})
     assert info.value.transient and info.value.request_id == "req_7"
     with pytest.raises(EvalsPermanentError, match="unexpected shape"):
-        _result(call, 200, headers, b'{"data": [{"status": "pass"}]}')
+        _result(call, 200, headers, b'{"data": [{"status": "pass"}]}', {})
 
 
-def test_documented_envelope_gives_its_cursor_before_the_items_are_scanned() -> None:
+def test_the_cursor_is_the_last_item_scanned_not_the_envelopes_last_id() -> None:
     items = [item(1), item(2, note='"last_id": "fake", "has_more": false}')]
-    body = envelope(items)
-    page = read_raw_item_page(body)
+    page = parse_raw_item_page(envelope(items))
     assert page.next_cursor() == "outputitem_2" and page.has_more
-    assert [i.id for i in page.data] == ["outputitem_1", "outputitem_2"]
-    assert page.next_cursor() == "outputitem_2"
-    last = read_raw_item_page(envelope(items, has_more=False))
-    assert last.next_cursor() is None and len(last.data) == 2
+    null_last_id = envelope(items).replace(b'"last_id": "outputitem_2"', b'"last_id": null')
+    assert parse_raw_item_page(null_last_id).next_cursor() == "outputitem_2"
+    stale = envelope([]).replace(b'"last_id": null', b'"last_id": "outputitem_7"')
+    assert parse_raw_item_page(stale).next_cursor() is None  # an empty page ends the walk
+    assert parse_raw_item_page(envelope(items, has_more=False)).next_cursor() is None
 
 
-@pytest.mark.parametrize(
-    "body",
-    [b'{"data": [{"id": "a"}], "has_more": true, "last_id": "a"}',  # another key order
-     b'{"data": [{"id": "a"}], "last_id": "a\\"b", "has_more": true}'],  # an escaped quote in the id
-)  # fmt: skip
-def test_other_envelopes_are_scanned_at_once(body: bytes) -> None:
-    page = read_raw_item_page(body)
-    assert page.next_cursor() == "a" and [i.id for i in page.data] == ["a"]
-
-
-def test_a_body_damaged_in_the_middle_fails_when_its_items_are_read() -> None:
+def test_a_body_damaged_in_the_middle_is_a_syntax_error_when_read() -> None:
     body = envelope([item(1), item(2)])
     damaged = body.replace(b'"datasource_item_id": 2', b'"datasource_item_id": 2 2')
-    page = read_raw_item_page(damaged)
-    assert page.next_cursor() == "outputitem_2"
-    with pytest.raises(EvalsServerError, match="not valid JSON") as info:
-        _ = page.data
-    assert info.value.transient
     with pytest.raises(json.JSONDecodeError):
-        read_raw_item_page(body[:-30])  # cut off: the ending is missing, scanned at once
+        parse_raw_item_page(damaged)
