@@ -26,6 +26,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import requests
+import urllib3
 import yarl
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
@@ -38,7 +39,10 @@ from airflow_provider_aoai_evals.api.errors import (
     EvalsServerError,
     connection_failed,
     error_from_response,
+    handshake_closed,
     request_id_from,
+    scrub,
+    secrets_in,
     timed_out,
     tls_failed,
 )
@@ -64,39 +68,71 @@ R = TypeVar("R")
 DEFAULT_PAGE_SIZE = 100
 
 
-def _result(call: Call[R], status: int, headers: Mapping[str, str], body: bytes) -> R:
+def _result(
+    call: Call[R], status: int, headers: Mapping[str, str], body: bytes, auth_headers: Mapping[str, str]
+) -> R:
     """The parsed result of a 2xx answer, or the typed error for anything else.
 
     Models are validated straight from the bytes (pydantic's JSON parser is faster than ``json.loads``
-    followed by validation, which matters for 2 KB output items by the thousand). A 2xx body that is not
-    JSON (a proxy page, a cut-off body) is a transient server error; JSON of the wrong shape is permanent.
+    followed by validation, which matters for 2 KB output items by the thousand). A 2xx body that is empty
+    or not JSON (a proxy page, a cut-off body) is a transient server error: reading it as an empty object
+    would make an empty list of runs out of it, and a create's lookup would then post a second run. JSON of
+    the wrong shape is permanent, and its error names the fields, never their values (a run's values hold
+    its inline dataset). ``auth_headers`` are what the request carried, cut out of any excerpt quoted.
     """
     req = call.request
     if not 200 <= status < 300:
         raise error_from_response(
-            status, headers, body, method=req.method, path=req.path, retry_after=parse_retry_after(headers)
+            status,
+            headers,
+            body,
+            method=req.method,
+            path=req.path,
+            retry_after=parse_retry_after(headers),
+            secrets=secrets_in(auth_headers),
+        )
+    if not body.strip():
+        raise EvalsServerError(
+            f"the response (HTTP {status}) had an empty body",
+            status_code=status,
+            request_id=request_id_from(headers),
+            method=req.method,
+            path=req.path,
         )
     try:
-        return call.parse(body or b"{}")
+        return call.parse(body)
     except (ValidationError, json.JSONDecodeError, UnexpectedShapeError) as exc:
-        excerpt = body[:120].decode("utf-8", errors="replace")
-        if isinstance(exc, ValidationError):
-            invalid_json = any(err.get("type") == "json_invalid" for err in exc.errors())
-        else:
-            invalid_json = isinstance(exc, json.JSONDecodeError)
-        error_class = EvalsServerError if invalid_json else EvalsPermanentError
-        problem = (
-            "was not valid JSON (a proxy page or a cut-off body?)"
-            if invalid_json
-            else "had an unexpected shape"
+        invalid_json = (
+            any(err.get("type") == "json_invalid" for err in exc.errors())
+            if isinstance(exc, ValidationError)
+            else isinstance(exc, json.JSONDecodeError)
         )
+        if invalid_json:
+            excerpt = scrub(body[:120].decode("utf-8", errors="replace"), secrets_in(auth_headers))
+            error_class: type[EvalsAPIError] = EvalsServerError
+            problem = f"was not valid JSON (a proxy page or a cut-off body?): {excerpt!r}"
+        else:
+            error_class = EvalsPermanentError
+            problem = f"had an unexpected shape: {_shape_problem(exc)}"
         raise error_class(
-            f"the response {problem}: {excerpt!r}",
+            f"the response {problem}",
             status_code=status,
             request_id=request_id_from(headers),
             method=req.method,
             path=req.path,
         ) from None
+
+
+def _shape_problem(exc: Exception) -> str:
+    """What was wrong with valid JSON, by field location and rule, without the offending values."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)[:200]
+    problems = [
+        f"{'.'.join(str(part) for part in err.get('loc', ())) or 'body'}: {err.get('msg', 'invalid')}"
+        for err in exc.errors(include_input=False, include_url=False)[:3]
+    ]
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
 
 
 #: URLs an async client keeps parsed (a trigger's client needs one; more than this starts again).
@@ -167,6 +203,31 @@ class _CreateLookup:
         if time.monotonic() < self._until:
             return True
         self.pending = False
+        return False
+
+
+class _Walk:
+    """The cursors a page walk has followed, to stop at a page the server sends again.
+
+    A page whose cursor was followed before is the repeat of an earlier one (a server or proxy that
+    ignores ``after``): it is not handed on, so none of its items is read twice, and the walk ends there
+    instead of looping for ever.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def repeated(self, cursor: str | None) -> bool:
+        if cursor is None:
+            return False
+        if cursor in self._seen:
+            log.warning(
+                "The Evals API sent again a page that ends at %s (it may ignore 'after'); stopping the walk "
+                "there rather than reading its items twice",
+                cursor,
+            )
+            return True
+        self._seen.add(cursor)
         return False
 
 
@@ -256,7 +317,8 @@ class EvalsClient(_Common):
 
     def _send(self, call: Call[R], deadline: float | None) -> R:
         req = call.request
-        headers = {**req.headers, **self.settings.auth.headers()}
+        auth_headers = self.settings.auth.headers()
+        headers = {**req.headers, **auth_headers}
         data: Any = None
         if call.upload is not None:
             headers["Content-Type"] = call.upload.content_type
@@ -287,25 +349,27 @@ class EvalsClient(_Common):
                 proxies=session.proxies,
             )
             try:
-                # One read for the whole body: requests' own `.content` reads it 10 KB at a time, which
-                # for a 200 KB page of output items cost more CPU than everything else in the call.
-                body = b"".join(resp.iter_content(_BODY_READ_BYTES))
+                body = _read_body(resp, deadline)
             finally:
                 resp.close()  # the body was read to its end, so this returns the connection to the pool
-        except requests.exceptions.SSLError as exc:
+        except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
             raise tls_failed(exc, method=req.method, path=req.path) from None
         except requests.exceptions.ConnectTimeout:
             raise timed_out(connecting=True, method=req.method, path=req.path) from None
-        except requests.exceptions.ReadTimeout:
+        except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, _DeadlinePassed):
             raise timed_out(connecting=False, method=req.method, path=req.path) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError,
+        ) as exc:
             raise EvalsConnectionError(
                 f"connection failed: {_describe(exc)}",
                 request_sent=_requests_sent(exc),
                 method=req.method,
                 path=req.path,
             ) from None
-        return _result(call, resp.status_code, resp.headers, body)
+        return _result(call, resp.status_code, resp.headers, body, auth_headers)
 
     def _send_lean(self, call: Call[R], deadline: float | None) -> R:
         """``_send`` for a GET on the chain of an export's pages, over ``lean_http`` unless a proxy is set
@@ -324,11 +388,12 @@ class EvalsClient(_Common):
             k: v if isinstance(v, str) else v.decode("latin-1") for k, v in self._session.headers.items()
         }
         headers.update(req.headers)
-        headers.update(self.settings.auth.headers())
+        auth_headers = self.settings.auth.headers()
+        headers.update(auth_headers)
         status, resp_headers, body = conn.get(
             target, headers, timeout=_attempt_timeout(self.settings, deadline), path=req.path
         )
-        return _result(call, status, resp_headers, body)
+        return _result(call, status, resp_headers, body, auth_headers)
 
     def _execute(
         self,
@@ -348,14 +413,15 @@ class EvalsClient(_Common):
         first = make(after)
 
         def walk() -> Iterator[Any]:
-            call, seen = first, set()
+            call, walk_ = first, _Walk()
             while True:
                 page = self._execute(call, send=send)
-                yield page
                 cursor = page.next_cursor()
-                if cursor is None or cursor in seen:  # a repeated cursor would loop forever
+                if walk_.repeated(cursor):
                     return
-                seen.add(cursor)
+                yield page
+                if cursor is None:
+                    return
                 call = make(cursor)
 
         return walk()
@@ -439,7 +505,7 @@ class EvalsClient(_Common):
             found = self._resolve(eval_id, lookup, started)
             if found is not None:
                 return found
-            raise exc from None
+            raise self.settings.retry.final_error(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _resolve(self, eval_id: str, lookup: _CreateLookup, started: float) -> EvalRun | None:
@@ -568,6 +634,36 @@ class EvalsClient(_Common):
         return self._execute(self.ops.upload_file(open_stream, filename=filename, size=size, purpose=purpose))
 
 
+class _DeadlinePassed(Exception):
+    """The deadline passed while a body was still arriving."""
+
+
+def _read_body(resp: requests.Response, deadline: float | None) -> bytes:
+    """The whole body; with a ``deadline``, read so that the deadline bounds the read as a whole.
+
+    Without one, a single read: requests' own ``.content`` reads 10 KB at a time, which for a 200 KB page
+    of output items cost more CPU than everything else in the call. With one, requests' read timeout is
+    no bound at all on the whole body (it applies to each socket read, so a server that trickles a byte
+    at a time holds the call for as long as it likes): each read then gets only what is left of the
+    deadline, and the call ends when it has passed.
+    """
+    if deadline is None:
+        return b"".join(resp.iter_content(_BODY_READ_BYTES))
+    raw = resp.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            raise _DeadlinePassed
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = raw.read1(_BODY_READ_BYTES, decode_content=True)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def _requests_sent(exc: BaseException) -> bool:
     """Whether a requests failure happened after the request went out (so the server may have acted)."""
     text = repr(exc)
@@ -635,6 +731,7 @@ class AsyncEvalsClient(_Common):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxy: str | None = None
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], yarl.URL] = {}
+        self._https = urlsplit(settings.api_root).scheme == "https"
         #: ``async with`` blocks currently inside this client; the last one out releases the session.
         self._users = 0
         #: The registry this client is shared through, if it came from ``shared()``.
@@ -676,13 +773,19 @@ class AsyncEvalsClient(_Common):
         # trust_env off: with it, aiohttp reads ~/.netrc and scans the environment for proxies in a worker
         # thread on every request (two thread hops per poll, a quarter of a trigger's CPU). The proxy is
         # read from the environment once per pool instead (_proxy_for).
-        return aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             headers=self.settings.default_headers(),
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
             raise_for_status=False,
         )
+        # aiohttp sends a GET again on its own when a kept-alive connection closes without an answer, so
+        # each attempt of the policy could be two requests (6 where the policy says 3). The policy is the
+        # one place that decides how often a request is tried; aiohttp has no public switch for this.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
+        return session
 
     async def __aenter__(self) -> AsyncEvalsClient:
         self._users += 1
@@ -750,9 +853,12 @@ class AsyncEvalsClient(_Common):
     async def _send(self, call: Call[R], deadline: float | None, target: yarl.URL | None = None) -> R:
         session = await self._acquire()
         req = call.request
-        headers = {**req.headers, **(await self.settings.auth.aheaders())}
+        auth_headers = await self.settings.auth.aheaders()
+        headers = {**req.headers, **auth_headers}
         timeout = _async_attempt_timeout(self.settings, deadline)
         try:
+            # Redirects are not followed: aiohttp would send an ``api-key`` header (it drops only
+            # ``Authorization``) to whatever host a redirect names, and re-post a create's body there.
             async with session.request(
                 req.method,
                 target or self._target(req),
@@ -760,6 +866,7 @@ class AsyncEvalsClient(_Common):
                 headers=headers,
                 timeout=timeout,
                 proxy=self._proxy,
+                allow_redirects=False,
             ) as resp:
                 body = await resp.read()
                 status, resp_headers = resp.status, resp.headers
@@ -770,15 +877,20 @@ class AsyncEvalsClient(_Common):
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
             raise timed_out(connecting=False, method=req.method, path=req.path) from None
         except aiohttp.ClientConnectorError as exc:
+            # A reset while connecting to an https endpoint is aiohttp's word for a handshake the server
+            # broke off, which requests reports as an SSL EOF: the same error either way.
+            if isinstance(exc.os_error, ConnectionResetError) and self._https:
+                raise handshake_closed(method=req.method, path=req.path) from None
+            os_error = exc.os_error
             raise EvalsConnectionError(
-                f"connection failed: {type(exc).__name__}: {exc.os_error}",
+                f"connection failed: {type(exc).__name__}: {type(os_error).__name__} {os_error}".rstrip(),
                 request_sent=False,
                 method=req.method,
                 path=req.path,
             ) from None
         except aiohttp.ClientError as exc:
             raise connection_failed(exc, request_sent=True, method=req.method, path=req.path) from None
-        return _result(call, status, resp_headers, body)
+        return _result(call, status, resp_headers, body, auth_headers)
 
     async def _execute(
         self, call: Call[R], *, deadline: float | None = None, target: yarl.URL | None = None
@@ -791,14 +903,15 @@ class AsyncEvalsClient(_Common):
         first = make(after)  # validates the arguments now, as the sync client does
 
         async def walk() -> AsyncIterator[Any]:
-            call, seen = first, set()
+            call, walk_ = first, _Walk()
             while True:
                 page = await self._execute(call)
-                yield page
                 cursor = page.next_cursor()
-                if cursor is None or cursor in seen:
+                if walk_.repeated(cursor):
                     return
-                seen.add(cursor)
+                yield page
+                if cursor is None:
+                    return
                 call = make(cursor)
 
         return walk()
@@ -881,7 +994,7 @@ class AsyncEvalsClient(_Common):
             found = await self._resolve(eval_id, lookup, started)
             if found is not None:
                 return found
-            raise exc from None
+            raise self.settings.retry.final_error(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _resolve(self, eval_id: str, lookup: _CreateLookup, started: float) -> EvalRun | None:

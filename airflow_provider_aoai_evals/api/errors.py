@@ -12,8 +12,10 @@ cannot leak through an exception.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 REQUEST_ID_HEADERS = ("x-request-id", "apim-request-id", "x-ms-request-id")
 
@@ -135,19 +137,78 @@ class EvalsNotFoundError(EvalsPermanentError):
 
 
 class EvalsRetryAfterTooLongError(EvalsTransientError):
-    """The server asked us to wait longer than the policy's cap: give up now, as the official client does."""
+    """The server asked us to wait longer than the policy's cap: give up now, as the official client does.
+
+    It keeps the status, request id and message of the answer that asked for the wait.
+    """
+
+    @classmethod
+    def from_error(cls, exc: EvalsAPIError, cap: float) -> EvalsRetryAfterTooLongError:
+        return cls(
+            f"the server asked to wait {exc.retry_after:g} s before trying again, longer than "
+            f"max_retry_after ({cap:g} s), so the call gave up: {exc.message}",
+            status_code=exc.status_code,
+            request_id=exc.request_id,
+            code=exc.code,
+            param=exc.param,
+            method=exc.method,
+            path=exc.path,
+            retry_after=exc.retry_after,
+            should_retry=exc.should_retry,
+        )
 
 
 # -- failures with no response, in one wording whichever transport (requests, aiohttp, lean_http) met them --
 
 
-def tls_failed(exc: BaseException, *, method: str, path: str) -> EvalsPermanentError:
-    """A certificate the client does not trust: retrying cannot help."""
-    return EvalsPermanentError(
-        f"TLS verification failed ({type(exc).__name__}); check the endpoint or set 'ca_bundle'",
+def tls_failed(exc: BaseException, *, method: str, path: str) -> EvalsAPIError:
+    """A TLS failure. A certificate or protocol the client refuses is permanent: retrying cannot help.
+    A connection closed in the middle of the handshake is transient (an overloaded server does it too),
+    and both transports word it the same way, whichever error their library reports it with."""
+    cause = find_cause(exc, ssl.SSLError, lambda e: getattr(e, "reason", None) is not None)
+    if isinstance(cause, ssl.SSLEOFError):
+        return handshake_closed(method=method, path=path)
+    reason = getattr(cause, "reason", None) or type(exc).__name__
+    if reason == "WRONG_VERSION_NUMBER":
+        message = (
+            f"TLS failed ({reason}): the endpoint does not speak https on this port; is it plain http? "
+            "(http:// is allowed for loopback test servers only)"
+        )
+    else:
+        message = f"TLS verification failed ({reason}); check the endpoint or set 'ca_bundle'"
+    return EvalsPermanentError(message, method=method, path=path)
+
+
+def handshake_closed(*, method: str, path: str) -> EvalsConnectionError:
+    return EvalsConnectionError(
+        "connection closed during the TLS handshake; if this lasts, check that the endpoint serves https "
+        "on this port",
+        request_sent=False,
         method=method,
         path=path,
     )
+
+
+def find_cause(
+    exc: BaseException,
+    kind: type[BaseException],
+    where: Callable[[BaseException], bool] = lambda _: True,
+) -> BaseException | None:
+    """The first ``kind`` in ``exc``'s chain for which ``where`` holds: causes, contexts, and the
+    ``reason`` / ``os_error`` / ``args`` wrappers through which requests, urllib3 and aiohttp carry the
+    error they met."""
+    todo: list[object] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind) and where(current):
+            return current
+        wrapped = (getattr(current, "reason", None), getattr(current, "os_error", None))
+        todo += [current.__cause__, current.__context__, *wrapped, *current.args]
+    return None
 
 
 def timed_out(*, connecting: bool, method: str, path: str) -> EvalsTimeoutError:
@@ -210,13 +271,21 @@ def error_from_response(
     method: str,
     path: str,
     retry_after: float | None = None,
+    secrets: Sequence[str] = (),
 ) -> EvalsAPIError:
     """Build the typed error for a failed response, reading the API's message from either flavor's body.
 
     OpenAI wraps the error in ``{"error": {...}}``; Azure's older plane sends it unwrapped; proxies send
     HTML. Like the official SDK, take ``body.get("error", body)`` and fall back to a short excerpt.
+    ``secrets`` (what the request's auth headers carried) are cut out of the body first: a proxy that
+    echoes the request's headers in its error page would otherwise put the key into the task log.
     """
-    message, code, param = _parse_error_body(body, status)
+    if 300 <= status < 400:
+        message, code, param = redirect_message(status, headers), None, None
+    else:
+        message, code, param = _parse_error_body(
+            scrub(body.decode("utf-8", errors="replace"), secrets), status
+        )
     cls = error_class_for_status(status)
     return cls(
         message,
@@ -231,6 +300,44 @@ def error_from_response(
     )
 
 
+def redirect_message(status: int, headers: Mapping[str, str]) -> str:
+    """Why a redirect fails, naming where it pointed (host only: a URL's query may hold a token)."""
+    location = {k.lower(): v for k, v in headers.items()}.get("location", "")
+    try:
+        target = urlsplit(location).netloc
+    except ValueError:
+        target = ""
+    where = f"to host {target!r}" if target else "on the same host" if location else "with no Location"
+    return (
+        f"the server answered with a redirect (HTTP {status}) {where}; redirects are never followed, so "
+        "the API key cannot be sent to another address: set the connection's host to the URL the API "
+        "itself answers at"
+    )
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret replaced by asterisks (short values are left: they match too much)."""
+    for secret in secrets:
+        if len(secret) >= _MIN_SECRET_LENGTH and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+#: Shorter "secrets" are not scrubbed: replacing every "abc" in a page would garble it and hide nothing.
+_MIN_SECRET_LENGTH = 6
+
+
+def secrets_in(auth_headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The secret values of a request's auth headers: an ``api-key``, and a bearer token with and
+    without its ``Bearer`` prefix."""
+    found: list[str] = []
+    for value in auth_headers.values():
+        found.append(value)
+        if value[:7].lower() == "bearer ":
+            found.append(value[7:])
+    return tuple(found)
+
+
 def should_retry_header(headers: Mapping[str, str]) -> bool | None:
     """The server's explicit ``x-should-retry`` verdict, if it gave one."""
     value = {k.lower(): v for k, v in headers.items()}.get("x-should-retry")
@@ -241,8 +348,8 @@ def should_retry_header(headers: Mapping[str, str]) -> bool | None:
     return None
 
 
-def _parse_error_body(body: bytes, status: int) -> tuple[str, str | None, str | None]:
-    text = body.decode("utf-8", errors="replace").strip()
+def _parse_error_body(text: str, status: int) -> tuple[str, str | None, str | None]:
+    text = text.strip()
     try:
         data = json.loads(text) if text else None
     except ValueError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,33 +20,55 @@ from typing import TypeVar
 
 import tenacity
 
-from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError
+from airflow_provider_aoai_evals.api.errors import (
+    EvalsAPIError,
+    EvalsConfigError,
+    EvalsRetryAfterTooLongError,
+    EvalsTransientError,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After``; None if unsaid."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(float(raw_ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    raw = lowered.get("retry-after")
+def _seconds(raw: str | None, scale: float = 1.0) -> float | None:
+    """A finite, non-negative number of seconds, or None for anything else (junk, NaN, inf, negative).
+
+    Why so strict: a NaN pause compares false with every deadline, so it slipped past the check that no
+    pause outlives a wait, made tenacity's sleep raise outside the error hierarchy, and put a timer with
+    no set time into the event loop that every trigger shares.
+    """
     if not raw:
         return None
     try:
-        return max(float(raw), 0.0)
+        value = float(raw) / scale
     except ValueError:
-        pass
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms`` then ``Retry-After`` (seconds or an
+    HTTP date); None when unsaid or not a finite, non-negative value."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    from_ms = _seconds(lowered.get("retry-after-ms"), 1000.0)
+    if from_ms is not None:
+        return from_ms
+    raw = lowered.get("retry-after")
+    if not raw:
+        return None
+    seconds = _seconds(raw)
+    if seconds is not None:
+        return seconds
     parsed = email.utils.parsedate_tz(raw)
     if parsed is None:
         return None
-    return max(email.utils.mktime_tz(parsed) - (time.time() if now is None else now), 0.0)
+    try:
+        until = email.utils.mktime_tz(parsed)
+    except (OverflowError, ValueError):
+        return None
+    return max(until - (time.time() if now is None else now), 0.0)
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,9 @@ class RetryPolicy:
     initial_delay: float = 0.5
     max_delay: float = 8.0
     max_retry_after: float = 120.0
+    #: The shortest pause a server's ``Retry-After`` can ask for: a server answering ``retry-after-ms: 1``
+    #: to every request would otherwise get the whole attempt budget spent in a few milliseconds.
+    min_retry_after: float = 0.1
     jitter: float = 0.25
     #: After a create whose connection failed mid-request, how long to keep looking the run up by its
     #: idempotency key before posting again: the server may still be processing the first request.
@@ -67,8 +93,9 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise EvalsConfigError("max_attempts", "must be at least 1")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
-            raise EvalsConfigError("retry delays", "must not be negative")
+        delays = (self.initial_delay, self.max_delay, self.max_retry_after, self.min_retry_after)
+        if not all(math.isfinite(d) and d >= 0 for d in delays):
+            raise EvalsConfigError("retry delays", "must be finite and not negative")
         if not 0 <= self.jitter < 1:
             raise EvalsConfigError("jitter", "must be in [0, 1)")
 
@@ -80,7 +107,7 @@ class RetryPolicy:
             return False
         if not (exc.transient or exc.should_retry):
             return False
-        return not (exc.retry_after is not None and exc.retry_after > self.max_retry_after)
+        return not self.too_long(exc)
 
     def backoff(self, retries_taken: int) -> float:
         """Exponential backoff with downward jitter, as ``min(0.5 * 2**n, 8) * (1 - 0.25 * random())``."""
@@ -88,10 +115,30 @@ class RetryPolicy:
         return delay * (1.0 - self.jitter * random.random())
 
     def wait_for(self, retries_taken: int, exc: BaseException | None) -> float:
-        """The pause before the next try: what the server asked for, else the backoff."""
-        if isinstance(exc, EvalsAPIError) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_retry_after)
+        """The pause before the next try: what the server asked for (at least ``min_retry_after``, at most
+        ``max_retry_after``), else the backoff. ``Retry-After: 0`` gets the backoff, as in the official
+        client: "retry now", said to every try, must not turn the budget into a burst."""
+        hint = exc.retry_after if isinstance(exc, EvalsAPIError) else None
+        if hint is not None and math.isfinite(hint) and hint > 0:
+            return min(max(hint, self.min_retry_after), self.max_retry_after)
         return self.backoff(retries_taken)
+
+    def too_long(self, exc: BaseException) -> bool:
+        """Whether the server asked for a longer wait than this policy allows (so the call gives up)."""
+        return (
+            isinstance(exc, EvalsAPIError)
+            and exc.retry_after is not None
+            and exc.retry_after > self.max_retry_after
+        )
+
+    def final_error(self, exc: BaseException) -> BaseException:
+        """The error to raise when retrying stops on ``exc``: the typed give-up when the server asked for
+        too long a wait, so callers can tell it from a plain failure; ``exc`` itself otherwise."""
+        if not isinstance(exc, EvalsTransientError) or isinstance(exc, EvalsRetryAfterTooLongError):
+            return exc
+        if not self.too_long(exc):
+            return exc
+        return EvalsRetryAfterTooLongError.from_error(exc, self.max_retry_after)
 
     # -- running a call under the policy --------------------------------------------------------------------
 
@@ -111,11 +158,14 @@ class RetryPolicy:
         except Exception as exc:  # noqa: BLE001 - handed on below, or re-raised as it is
             first = self._first_failure(exc, retry_if)
         replay = [first]
-        for retry in self.retrying(deadline=deadline, retry_if=retry_if):
-            with retry:
-                if replay:
-                    raise replay.pop()
-                return attempt()
+        try:
+            for retry in self.retrying(deadline=deadline, retry_if=retry_if):
+                with retry:
+                    if replay:
+                        raise replay.pop()
+                    return attempt()
+        except EvalsTransientError as exc:
+            raise self.final_error(exc) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def acall(
@@ -131,17 +181,20 @@ class RetryPolicy:
         except Exception as exc:  # noqa: BLE001 - handed on below, or re-raised as it is
             first = self._first_failure(exc, retry_if)
         replay = [first]
-        async for retry in self.async_retrying(deadline=deadline, retry_if=retry_if):
-            with retry:
-                if replay:
-                    raise replay.pop()
-                return await attempt()
+        try:
+            async for retry in self.async_retrying(deadline=deadline, retry_if=retry_if):
+                with retry:
+                    if replay:
+                        raise replay.pop()
+                    return await attempt()
+        except EvalsTransientError as exc:
+            raise self.final_error(exc) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def _first_failure(self, exc: Exception, retry_if: Callable[[BaseException], bool] | None) -> Exception:
         """``exc`` if the policy may retry it; otherwise re-raise it now, as tenacity would."""
         if self.max_attempts <= 1 or not (retry_if or self.is_retryable)(exc):
-            raise exc
+            raise self.final_error(exc)
         return exc
 
     # -- tenacity plumbing ---------------------------------------------------------------------------------

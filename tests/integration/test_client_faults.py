@@ -14,7 +14,7 @@ from airflow_provider_aoai_evals.api.errors import (
     EvalsConnectionError,
     EvalsNotFoundError,
     EvalsPermissionDeniedError,
-    EvalsRateLimitError,
+    EvalsRetryAfterTooLongError,
     EvalsServerError,
     EvalsTimeoutError,
 )
@@ -63,9 +63,9 @@ def test_retry_after_above_cap_gives_up_at_once(
 ) -> None:
     client = make_client(make_settings(server, retry=RetryPolicy(max_attempts=5, max_retry_after=2)))
     server.inject(Fault(kind="status", status=429, retry_after=300, path_regex=RUN_PATH))
-    with pytest.raises(EvalsRateLimitError) as info:
+    with pytest.raises(EvalsRetryAfterTooLongError) as info:
         client.get_run(eval_id, run_id)
-    assert gets(server) == 1 and info.value.retry_after == 300
+    assert gets(server) == 1 and info.value.retry_after == 300 and info.value.status_code == 429
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 409])

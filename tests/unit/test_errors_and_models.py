@@ -127,9 +127,9 @@ def test_response_bodies_parse_from_bytes_and_map_failures() -> None:
     ops = Operations(ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k")))
     call = ops.get_run("eval_1", "evalrun_1")
     headers = {"x-request-id": "req_9"}
-    assert _result(call, 200, headers, b'{"id": "evalrun_1", "status": "queued"}').status == "queued"
+    assert _result(call, 200, headers, b'{"id": "evalrun_1", "status": "queued"}', {}).status == "queued"
     with pytest.raises(EvalsServerError, match="not valid JSON") as info:
-        _result(call, 200, headers, b'{"id": "evalrun_1", "sta')
+        _result(call, 200, headers, b'{"id": "evalrun_1", "sta', {})
     assert info.value.transient and info.value.request_id == "req_9"
     with pytest.raises(EvalsPermanentError, match="unexpected shape"):
-        _result(call, 200, headers, b'{"status": "queued"}')  # no id: not a run
+        _result(call, 200, headers, b'{"status": "queued"}', {})  # no id: not a run

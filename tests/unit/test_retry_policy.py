@@ -14,6 +14,7 @@ from airflow_provider_aoai_evals.api.errors import (
     EvalsConfigError,
     EvalsConnectionError,
     EvalsRateLimitError,
+    EvalsRetryAfterTooLongError,
     EvalsServerError,
 )
 from airflow_provider_aoai_evals.api.retry import RetryPolicy, parse_retry_after
@@ -28,7 +29,15 @@ from airflow_provider_aoai_evals.api.retry import RetryPolicy, parse_retry_after
         ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
         ({"retry-after-ms": "junk", "retry-after": "3"}, 3.0),
         ({"Retry-After": "soon"}, None),
-        ({"Retry-After": "-4"}, 0.0),
+        ({"Retry-After": "-4"}, None),
+        ({"Retry-After": "0"}, 0.0),
+        ({"Retry-After": "nan"}, None),
+        ({"Retry-After": "NaN"}, None),
+        ({"Retry-After": "inf"}, None),
+        ({"Retry-After": "1e400"}, None),
+        ({"retry-after-ms": "nan", "retry-after": "2"}, 2.0),
+        ({"retry-after-ms": "-1"}, None),
+        ({"retry-after-ms": "inf"}, None),
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
@@ -66,6 +75,41 @@ def test_wait_prefers_server_hint_capped() -> None:
     assert policy.wait_for(0, EvalsRateLimitError("x", retry_after=3)) == 3
     assert policy.wait_for(0, EvalsRateLimitError("x", retry_after=30)) == 10
     assert policy.wait_for(0, EvalsServerError("x")) <= 0.5
+
+
+def test_a_server_hint_has_a_floor_and_zero_means_the_backoff() -> None:
+    policy = RetryPolicy(max_retry_after=10, min_retry_after=0.1)
+    assert policy.wait_for(0, EvalsRateLimitError("x", retry_after=0.001)) == 0.1
+    # "Retry now", said to every try, gets the exponential backoff, as in the official client.
+    assert all(0.375 <= policy.wait_for(0, EvalsRateLimitError("x", retry_after=0)) <= 0.5 for _ in range(20))
+    assert 3.0 <= policy.wait_for(3, EvalsRateLimitError("x", retry_after=0)) <= 4.0
+    assert policy.wait_for(0, EvalsRateLimitError("x", retry_after=float("nan"))) <= 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"min_retry_after": -1}, {"max_delay": float("nan")}, {"initial_delay": float("inf")}]
+)
+def test_policy_refuses_delays_that_are_not_finite(kwargs: dict[str, float]) -> None:
+    with pytest.raises(EvalsConfigError, match="retry delays"):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_wait_longer_than_the_cap_gives_up_with_the_typed_error() -> None:
+    policy = RetryPolicy(max_attempts=5, max_retry_after=2)
+    calls, attempt = _attempts(
+        EvalsRateLimitError("slow down", status_code=429, request_id="req_1", retry_after=300)
+    )
+    with pytest.raises(EvalsRetryAfterTooLongError) as info:
+        policy.call(attempt)
+    assert len(calls) == 1
+    err = info.value
+    assert (err.status_code, err.request_id, err.retry_after, err.transient) == (429, "req_1", 300, True)
+    assert "300 s" in str(err) and "max_retry_after (2 s)" in str(err) and "slow down" in str(err)
+    # A plain failure that ran out of attempts stays what it was.
+    calls, attempt = _attempts(*(EvalsServerError("boom", status_code=503) for _ in range(5)))
+    with pytest.raises(EvalsServerError) as plain:
+        RetryPolicy(max_attempts=2, initial_delay=0, max_delay=0).call(attempt)
+    assert not isinstance(plain.value, EvalsRetryAfterTooLongError)
 
 
 def test_retrying_stops_at_attempts_and_deadline() -> None:
