@@ -1,10 +1,11 @@
 """Fetch the next page while the current one is written.
 
-Why: once items are copied as raw bytes (``api/raw_items``), the client needs about as long to scan and
-write a page as the server needs to build and send the next one, and done in turn the two add up. One
-background thread that keeps one page ready lets them overlap: the fetching thread spends its time in
-socket reads, which release the GIL. At most ``depth`` pages wait in the queue and one more is being
-fetched, so memory stays bounded by a few pages, never the run.
+Why: once items are copied as raw bytes (``api/raw_items``), writing a page takes about as long as the
+server needs to build and send the next one, and done in turn the two add up. One background thread that
+keeps one page ready lets them overlap: it fetches and scans each page (the scan gives the next page's
+cursor, which only the page's last item can be trusted for), and spends most of its time in socket reads,
+which release the GIL. At most ``depth`` pages wait in the queue and one more is being fetched, so memory
+stays bounded by a few pages, never the run.
 
 Errors keep their place: a page that fails to fetch raises in the consumer after every earlier page has
 been handed over, so an export writes (or discards) exactly what it would have without the thread. When
