@@ -19,6 +19,10 @@ What "atomic" means per store:
 
 On any error, including ``KeyboardInterrupt`` and Airflow's task termination, the temporary file is
 closed and deleted before the error propagates.
+
+A final path that cannot hold a file (a file where a folder must be, an existing folder, a read-only
+folder) raises ``UnwritableTarget`` from ``prepare_target``, which callers run before doing any work for
+the file, and from ``atomic_write`` before anything is written.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ log = logging.getLogger(__name__)
 
 #: Temporary files are named ``.<final name>.<random>.tmp`` beside the final path.
 TEMP_SUFFIX = ".tmp"
+#: Most bytes of the final name kept in a temporary name: common filesystems allow 255 bytes per name, and
+#: the dot, the random part and the suffix take 18 of them.
+TEMP_NAME_MAX = 200
+
+
+class UnwritableTarget(OSError):
+    """The final path cannot receive a file; ``problem`` says why, in words a user can act on."""
+
+    def __init__(self, final: str, problem: str) -> None:
+        super().__init__(f"{final}: {problem}")
+        self.final = final
+        self.problem = problem
 
 
 class FileSystemLike(Protocol):
@@ -48,11 +64,61 @@ class FileSystemLike(Protocol):
 
     def makedirs(self, path: str, exist_ok: bool = ...) -> Any: ...
 
+    def isdir(self, path: str) -> bool: ...
+
+    def isfile(self, path: str) -> bool: ...
+
 
 def temp_path_for(final: str) -> str:
     """A unique hidden name in the same directory / container as ``final`` (an fsspec path, no scheme)."""
     head, sep, name = final.rpartition("/")
+    while len(name.encode()) > TEMP_NAME_MAX:  # a valid final name must not make an invalid temporary one
+        name = name[:-1]
     return f"{head}{sep}.{name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+
+
+def _is_local(fs: Any) -> bool:
+    protocol = getattr(fs, "protocol", None)
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
+    return bool({"file", "local"} & set(protocols))
+
+
+def _file_in_the_way(fs: FileSystemLike, folder: str) -> str | None:
+    """The nearest ancestor of ``folder`` (or itself) that exists as a file, if any; stops at the first
+    existing folder, so a folder that exists costs one check."""
+    while folder and not fs.isdir(folder):
+        if fs.isfile(folder):
+            return folder
+        folder = folder.rpartition("/")[0]
+    return None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def prepare_target(fs: FileSystemLike, final: str, *, make_parents: bool = True) -> None:
+    """Create the folders of ``final`` and check a file can go there, so a doomed write fails before any
+    work is done for it (and before anything is written). Raises ``UnwritableTarget``.
+
+    On a local filesystem, write permission on the folder is checked too (a read-only folder or mount); on
+    object stores only a write can tell, and ``atomic_write`` reports that failure the same way.
+    """
+    parent = final.rpartition("/")[0]
+    local = _is_local(fs)
+    # Object stores allow a key and a "folder" of the same name, so only a local file is in the way.
+    blocker = _file_in_the_way(fs, parent) if local and parent else None
+    if blocker is not None:
+        raise UnwritableTarget(final, f"{blocker} is a file, not a folder")
+    if make_parents and parent:
+        try:
+            fs.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise UnwritableTarget(final, f"cannot create its folder {parent}: {_reason(exc)}") from exc
+    if fs.isdir(final):
+        raise UnwritableTarget(final, "it is an existing folder; the destination must name a file")
+    if local and parent and not os.access(parent, os.W_OK | os.X_OK):
+        raise UnwritableTarget(final, f"its folder {parent} is not writable")
 
 
 def _fsync(handle: Any) -> None:
@@ -86,10 +152,11 @@ def atomic_write(fs: FileSystemLike, final: str, *, make_parents: bool = True) -
     ``.path``). An existing file at ``final`` is replaced only when the new one is complete.
     """
     tmp = temp_path_for(final)
-    parent = final.rpartition("/")[0]
-    if make_parents and parent:
-        fs.makedirs(parent, exist_ok=True)
-    handle = fs.open(tmp, "wb")
+    prepare_target(fs, final, make_parents=make_parents)
+    try:
+        handle = fs.open(tmp, "wb")
+    except OSError as exc:
+        raise UnwritableTarget(final, f"cannot write in its folder: {_reason(exc)}") from exc
     try:
         yield handle
         _fsync(handle)

@@ -25,7 +25,7 @@ from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.models import EvalRun
 from airflow_provider_aoai_evals.api.operations import MAX_PAGE_SIZE, OUTPUT_ITEM_STATUS_FILTERS
 from airflow_provider_aoai_evals.api.validation import validate_id
-from airflow_provider_aoai_evals.export.atomic import atomic_write
+from airflow_provider_aoai_evals.export.atomic import UnwritableTarget, atomic_write, prepare_target
 from airflow_provider_aoai_evals.export.formats import EXPORT_FORMATS, encoder_for
 from airflow_provider_aoai_evals.export.read_ahead import read_ahead
 from airflow_provider_aoai_evals.export.stream import ExportStats, ItemLimitExceeded, stream_pages
@@ -34,6 +34,10 @@ from airflow_provider_aoai_evals.templating import TemplatedIds
 
 #: Seconds between INFO progress lines during a long export (the first page is always logged).
 PROGRESS_LOG_INTERVAL = 10.0
+
+
+def _unwritable(path: ObjectStoragePath, exc: UnwritableTarget) -> EvalsConfigError:
+    return EvalsConfigError("destination", f"cannot write {path}: {exc.problem}")
 
 
 class OutputItemsTooLargeForXComError(AirflowFailException):
@@ -192,6 +196,8 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         path = self._check_rendered()
+        if path is not None:
+            self._prepare_destination(path)
         client = self.hook.get_conn()
         run = client.get_run(self.eval_id, self.run_id)  # 404s and auth errors fail before any file exists
         expected = self._expected_count(run)
@@ -218,8 +224,11 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             self.eval_id, self.run_id, status=self.status, limit=MAX_PAGE_SIZE
         )
         started = time.monotonic()
-        with atomic_write(path.fs, path.path) as handle, read_ahead(pages) as ahead:
-            stats = stream_pages(ahead, fmt, write=handle.write, on_page=self._progress(started))
+        try:
+            with atomic_write(path.fs, path.path) as handle, read_ahead(pages) as ahead:
+                stats = stream_pages(ahead, fmt, write=handle.write, on_page=self._progress(started))
+        except UnwritableTarget as exc:  # raised before any item is fetched: the temp file could not open
+            raise _unwritable(path, exc) from None
         self._log_done(stats, started, path)
         self._check_count(stats, expected)
         return {
@@ -229,6 +238,14 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             "format": fmt.name,
             "bytes": stats.bytes,
         }
+
+    def _prepare_destination(self, path: ObjectStoragePath) -> None:
+        """Create the destination's folders and check it can take a file before any request, so a doomed
+        export neither fetches the run (or every item, for a folder at the destination) nor leaves a part."""
+        try:
+            prepare_target(path.fs, path.path)
+        except UnwritableTarget as exc:
+            raise _unwritable(path, exc) from None
 
     def _to_xcom(self, client: Any, fmt: Any, expected: int | None) -> dict[str, Any]:
         """Items to XCom, failing as soon as there are more than ``max_xcom_items`` (before pulling them all)."""
