@@ -180,7 +180,7 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsFo
     :param metadata: up to 15 of your own keys (templated); the 16th holds the idempotency key.
     :param wait_for_completion: wait for the run and return its summary (default), or return at once.
     :param deferrable: wait in the triggerer (default: Airflow's ``[operators] default_deferrable``).
-    :param poll_interval: seconds between polls.
+    :param poll_interval: seconds between polls (default 30).
     :param timeout: how long to wait for the run (seconds or timedelta; default 7 days).
     :param success_statuses: terminal statuses that succeed (default only ``completed``).
     :param reuse_finished_run: when a later try finds that an earlier try's run already completed, return it
