@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_aoai_evals.testing.faults import Fault
 from airflow_provider_aoai_evals.testing.server import FakeEvalsServer
-from airflow_provider_aoai_evals.testing.state import RunScript
+from airflow_provider_aoai_evals.testing.state import ApiError, RunScript
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -74,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="default script: output items per run (default: the rows of the source, or 10 when unread)",
     )
     parser.add_argument("--item-bytes", type=int, default=None, help="default script: pad items to ~N bytes")
-    parser.add_argument("--script", default=None, metavar="JSON", help="default RunScript as JSON")
+    parser.add_argument(
+        "--script",
+        default=None,
+        metavar="JSON",
+        help='default RunScript as JSON, e.g. \'{"outcomes": ["pass", "fail", {"exact": "error"}]}\'',
+    )
     parser.add_argument("--disable-cancel-route", action="append", default=[], choices=["plain", "suffix"])
     parser.add_argument(
         "--request-log-limit",
@@ -87,8 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    script = RunScript.from_dict(json.loads(args.script)) if args.script else RunScript()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        script = RunScript.from_dict(json.loads(args.script)) if args.script else RunScript()
+    except ApiError as exc:
+        parser.error(f"--script: {exc.message}")
+    except (ValueError, TypeError) as exc:
+        # A bad outcome list, a wrong type or invalid JSON: say so in one line, not a traceback.
+        parser.error(f"--script: {exc}")
     for attr, value in (
         ("queued_seconds", args.queued_seconds),
         ("in_progress_seconds", args.run_seconds),

@@ -16,8 +16,20 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_aoai_evals.testing.outcomes import (
+    OutcomeError,
+    RunOutcomes,
+    Tally,
+    Verdict,
+    bind_outcomes,
+    compile_outcomes,
+    pattern_verdicts,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from airflow_provider_aoai_evals.testing.outcomes import CompiledOutcomes
 
 NON_TERMINAL_STATUSES = frozenset({"queued", "in_progress"})
 RUN_STATUS_FILTERS = frozenset({"queued", "in_progress", "completed", "canceled", "failed"})
@@ -95,6 +107,27 @@ class RunScript:
     error: dict[str, Any] | None = None
     item_bytes: int = 0
     model: str | None = None
+    #: By datasource item index: "pass", "fail", "error" or {criterion name: one of those}. Rules in
+    #: testing.outcomes; items past the end of the list follow fail_every / error_every.
+    outcomes: list[str | dict[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here so a typo fails where the script is written (or POSTed), not at the run it drives.
+        self._compiled: tuple[list[Any], CompiledOutcomes] | None = None
+        self.compiled_outcomes()
+
+    def compiled_outcomes(self) -> CompiledOutcomes | None:
+        """``outcomes`` checked and folded into codes, once per list: one script may drive many runs."""
+        if self.outcomes is None:
+            return None
+        if self.per_testing_criteria_results is not None:
+            raise OutcomeError(
+                "RunScript: outcomes decide per_testing_criteria_results; script one or the other, not both"
+            )
+        cached = self._compiled
+        if cached is None or cached[0] is not self.outcomes or len(cached[1]) != len(self.outcomes):
+            cached = self._compiled = (self.outcomes, compile_outcomes(self.outcomes))
+        return cached[1]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunScript:
@@ -361,6 +394,10 @@ class RunRecord:
     forced_visible: int | None = None  # item count frozen at cancel / forced non-terminal time
     pad: str = ""
     pad_ready: bool = False
+    outcomes: RunOutcomes | None = None  # the script's outcomes bound to this run's eval and items
+
+    def __post_init__(self) -> None:
+        self._pattern = pattern_verdicts(len(self.criteria))
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def status_at(self, now: float) -> str:
@@ -389,7 +426,7 @@ class RunRecord:
         return self.n_items
 
     # ---- lazy output items ----------------------------------------------------------------------
-    def item_kind(self, index: int) -> str:
+    def pattern_kind(self, index: int) -> str:
         """'pass', 'fail' or 'error' for item ``index``: a fixed arithmetic pattern, so no per-item state."""
         n = index + 1
         if self.script.error_every > 0 and n % self.script.error_every == 0:
@@ -398,11 +435,33 @@ class RunRecord:
             return "fail"
         return "pass"
 
+    def verdict(self, index: int) -> Verdict:
+        """The scripted outcome of item ``index`` if the script has one, else the pattern's."""
+        if self.outcomes is not None and index < len(self.outcomes):
+            return self.outcomes.verdict(index)
+        return self._pattern[self.pattern_kind(index)]
+
     def item_status(self, index: int) -> str:
-        return "pass" if self.item_kind(index) == "pass" else "fail"
+        return self.verdict(index).status
+
+    def tally(self, k: int) -> Tally:
+        """Counts among the first ``k`` items: scripted outcomes first, the pattern for the rest."""
+        tally = Tally.empty(len(self.criteria))
+        scripted = 0
+        if self.outcomes is not None:
+            self.outcomes.add_to(tally, k)
+            scripted = min(k, len(self.outcomes))
+        if k > scripted:
+            p1, f1, e1 = self.counts(k)
+            p0, f0, e0 = self.counts(scripted)
+            tally.add(self._pattern["pass"], p1 - p0)
+            tally.add(self._pattern["fail"], f1 - f0)
+            tally.add(self._pattern["error"], e1 - e0)
+        return tally
 
     def counts(self, k: int) -> tuple[int, int, int]:
-        """(passed, failed, errored) among the first ``k`` items in O(1) by inclusion-exclusion."""
+        """(passed, failed, errored) of the pattern among the first ``k`` items in O(1) by
+        inclusion-exclusion; ``tally`` is what a run reports."""
         e = self.script.error_every
         f = self.script.fail_every
         errored = k // e if e > 0 else 0
@@ -438,26 +497,39 @@ class RunRecord:
         return {"input": f"Synthetic headline number {index} about {topic.lower()}", "ground_truth": topic}
 
     def build_item(self, index: int, model_hint: str | None = None) -> dict[str, Any]:
-        kind = self.item_kind(index)
+        verdict = self.verdict(index)
         ds_item = self.datasource_item(index)
         truth = str(ds_item.get("ground_truth", _TOPICS[index % len(_TOPICS)]))
-        answer = (
-            truth if kind == "pass" else _TOPICS[(_TOPICS.index(truth) + 1) % 5] if truth in _TOPICS else "?"
-        )
+        right = verdict.kind != "fail" and "fail" not in verdict.criteria
+        answer = truth if right else _TOPICS[(_TOPICS.index(truth) + 1) % 5] if truth in _TOPICS else "?"
         results: list[dict[str, Any]] = []
-        if kind != "error":
-            for pos, (crit_id, crit_type) in enumerate(self.criteria):
-                # Only the first criterion fails a failing item, so per-criterion rates differ usefully.
-                passed = kind == "pass" or pos > 0
-                results.append(
-                    {
-                        "name": crit_id,
-                        "type": crit_type,
-                        "score": 1.0 if passed else 0.0,
-                        "passed": passed,
-                        "sample": None,
-                    }
-                )
+        # A criterion whose grader errored gives no entry: the API requires `passed` and `score` of each.
+        for (crit_id, crit_type), outcome in zip(self.criteria, verdict.criteria, strict=True):
+            if outcome == "error":
+                continue
+            passed = outcome == "pass"
+            results.append(
+                {
+                    "name": crit_id,
+                    "type": crit_type,
+                    "score": 1.0 if passed else 0.0,
+                    "passed": passed,
+                    "sample": None,
+                }
+            )
+        error: dict[str, str] | None = None
+        if verdict.sample_error:
+            error = {"code": "server_error", "message": "The model failed to produce a sample."}
+        elif verdict.kind == "error":
+            failed = [
+                crit_id
+                for (crit_id, _t), o in zip(self.criteria, verdict.criteria, strict=True)
+                if o == "error"
+            ]
+            error = {
+                "code": "grader_error",
+                "message": "Grader(s) " + ", ".join(repr(c) for c in failed) + " failed on this sample.",
+            }
         user_text = str(ds_item.get("input", ds_item))
         prompt_tokens = 40 + len(user_text) // 4
         sample: dict[str, Any] = {
@@ -465,8 +537,8 @@ class RunRecord:
                 {"role": "developer", "content": _SYSTEM_PROMPT + self.pad},
                 {"role": "user", "content": user_text},
             ],
-            "output": [] if kind == "error" else [{"role": "assistant", "content": answer}],
-            "finish_reason": "" if kind == "error" else "stop",
+            "output": [] if verdict.sample_error else [{"role": "assistant", "content": answer}],
+            "finish_reason": "" if verdict.sample_error else "stop",
             "model": self.model,
             "usage": {
                 "total_tokens": prompt_tokens + 2,
@@ -474,9 +546,7 @@ class RunRecord:
                 "prompt_tokens": prompt_tokens,
                 "cached_tokens": 0,
             },
-            "error": {"code": "server_error", "message": "The model failed to produce a sample."}
-            if kind == "error"
-            else None,
+            "error": error,
             "temperature": 1.0,
             "max_completion_tokens": 2048,
             "top_p": 1.0,
@@ -488,7 +558,7 @@ class RunRecord:
             "run_id": self.id,
             "eval_id": self.eval_id,
             "created_at": self.item_created_at(index),
-            "status": "pass" if kind == "pass" else "fail",
+            "status": verdict.status,
             "datasource_item_id": index,
             "datasource_item": ds_item,
             "results": results,
@@ -500,11 +570,11 @@ class RunRecord:
         status = self.status_at(now)
         terminal = status not in NON_TERMINAL_STATUSES
         k = self.visible_items(now)
-        passed, failed, errored = self.counts(k)
+        tally = self.tally(k)
         if terminal and self.script.result_counts is not None:
             result_counts: dict[str, int] = dict(self.script.result_counts)
         else:
-            result_counts = {"total": k, "errored": errored, "failed": failed, "passed": passed}
+            result_counts = tally.result_counts()
         per_criteria: list[dict[str, Any]] | None
         per_model_usage: list[dict[str, Any]] | None
         if not terminal or self.script.null_results:
@@ -515,14 +585,10 @@ class RunRecord:
                 per_criteria = [dict(x) for x in self.script.per_testing_criteria_results]
             else:
                 per_criteria = [
-                    {
-                        "testing_criteria": crit_id,
-                        "passed": passed if pos == 0 else passed + failed,
-                        "failed": failed if pos == 0 else 0,
-                    }
-                    for pos, (crit_id, _t) in enumerate(self.criteria)
+                    {"testing_criteria": crit_id, "passed": passed, "failed": failed}
+                    for (crit_id, _t), (passed, failed) in zip(self.criteria, tally.criteria, strict=True)
                 ]
-            executed = k - errored
+            executed = k - tally.sample_errored
             prompt = executed * 60
             per_model_usage = (
                 []
@@ -737,10 +803,6 @@ class FakeState:
             return _page_of(records, query.get("after"), limit, lambda r: r.id, lambda r: r.to_api()).to_api()
 
     # ---- runs -----------------------------------------------------------------------------------
-    def take_script(self) -> RunScript:
-        with self.lock:
-            return self.next_scripts.popleft() if self.next_scripts else self.default_script
-
     def create_run(
         self, eval_id: str, body: dict[str, Any], script: RunScript | None = None
     ) -> dict[str, Any]:
@@ -753,18 +815,20 @@ class FakeState:
             raise ApiError(
                 400, "Invalid type for 'name': expected a string.", param="name", code="invalid_type"
             )
-        if script is None:
-            script = self.take_script()
         raw_source = data_source.get("source")
         source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
-        rows = source.get("content") if source.get("type") == "file_content" else None
-        if source.get("type") == "file_id":
-            with self.lock:
-                rows = self.file_rows.get(str(source.get("id")), rows)
-        n_items = _item_count(script, rows)
-        model = script.model or data_source.get("model") or "gpt-4o-mini"
         with self.lock:
+            from_queue = script is None
+            if script is None:
+                script = self.next_scripts[0] if self.next_scripts else self.default_script
+            rows = source.get("content") if source.get("type") == "file_content" else None
+            if source.get("type") == "file_id":
+                rows = self.file_rows.get(str(source.get("id")), rows)
+            n_items = _item_count(script, rows)
+            model = script.model or data_source.get("model") or "gpt-4o-mini"
             evaluation = self._get_eval(eval_id)
+            criteria = evaluation.testing_criteria
+            outcomes = _bind_script_outcomes(script, criteria, n_items, eval_id)
             run_id = f"evalrun_{_new_hex()}"
             if self.flavor == "azure":
                 report_url = (
@@ -786,13 +850,16 @@ class FakeState:
                 created_mono=self.clock(),
                 seq=self._next_seq(),
                 report_url=report_url,
-                criteria=[
-                    (str(c.get("id") or c.get("name")), str(c.get("type")))
-                    for c in evaluation.testing_criteria
-                ],
+                criteria=[(str(c.get("id") or c.get("name")), str(c.get("type"))) for c in criteria],
                 rows=rows,
                 n_items=n_items,
+                outcomes=outcomes,
             )
+            if outcomes is not None and script.result_counts is not None:
+                _check_result_counts(script.result_counts, run.tally(n_items))
+            # Taken only now: a script refused above stays queued, as a refused request changes nothing.
+            if from_queue and self.next_scripts and self.next_scripts[0] is script:
+                self.next_scripts.popleft()
             self._prepare_padding(run)
             self.runs[run_id] = run
             self.runs_by_eval[eval_id].append(run_id)
@@ -991,7 +1058,8 @@ class FakeState:
 
 def _item_count(script: RunScript, rows: list[Any] | None) -> int:
     """Explicit ``output_items`` first; else the rows the fake holds (inline or uploaded to it); else the
-    scripted ``result_counts.total``; else a default, so an unread source still yields items to grade."""
+    scripted ``result_counts.total``; else one item per scripted outcome; else a default, so an unread
+    source still yields items to grade."""
     if script.output_items is not None:
         return script.output_items
     if rows is not None:
@@ -999,7 +1067,37 @@ def _item_count(script: RunScript, rows: list[Any] | None) -> int:
     total = (script.result_counts or {}).get("total")
     if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
         return total
+    if script.outcomes is not None:
+        return len(script.outcomes)
     return UNREAD_SOURCE_ITEMS
+
+
+def _bind_script_outcomes(
+    script: RunScript, criteria: list[dict[str, Any]], n_items: int, eval_id: str
+) -> RunOutcomes | None:
+    """The script's outcomes for a run of ``eval_id``; a script that does not fit it is a 400, naming why."""
+    try:
+        compiled = script.compiled_outcomes()
+        if compiled is None:
+            return None
+        pairs = [(str(c.get("id") or c.get("name")), str(c.get("name"))) for c in criteria]
+        return bind_outcomes(compiled, pairs, n_items, eval_id)
+    except OutcomeError as exc:
+        raise ApiError(400, str(exc), param="script", code="invalid_value") from None
+
+
+def _check_result_counts(scripted: dict[str, int], tally: Tally) -> None:
+    """Scripted counts beside outcomes may only restate them (plus extra keys such as ``skipped``)."""
+    derived = tally.result_counts()
+    wrong = {key: value for key, value in scripted.items() if key in derived and value != derived[key]}
+    if wrong:
+        raise ApiError(
+            400,
+            f"RunScript.result_counts {wrong} disagree with what its outcomes give this run: {derived}; "
+            "drop result_counts (outcomes derive them) or make them agree",
+            param="script",
+            code="invalid_value",
+        )
 
 
 def _matching_indices(run: RunRecord, indices: range, status: str | None) -> Iterator[tuple[int, int]]:
