@@ -27,4 +27,4 @@ def test_a_gate_on_a_run_reporting_negative_counts_fails(monkeypatch: pytest.Mon
             task_id="gate", eval_id="eval_1", run_id="evalrun_1", min_pass_rate=0.99, conn_id="hostile_gate"
         )
         with pytest.raises(EvalsPermanentError, match=r"result_counts\.failed"):
-            gate.execute({})  # type: ignore[arg-type]
+            gate.execute({})
