@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectSto
 from pydantic import BaseModel
 
 from airflow_provider_aoai_evals.api.client import EvalsClient
-from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError
+from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
 from airflow_provider_aoai_evals.api.models import Eval, EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.operations import (
     IDEMPOTENCY_METADATA_KEY,
@@ -30,6 +30,8 @@ from airflow_provider_aoai_evals.api.validation import validate_id, validate_met
 from airflow_provider_aoai_evals.exceptions import EvalRunError
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
+from airflow_provider_aoai_evals.operators import _lineage as lineage
+from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
 from airflow_provider_aoai_evals.templating import EvalPlaceholderSafeTemplates, TemplatedIds
 from airflow_provider_aoai_evals.triggers.eval_run import DEFAULT_MAX_CONSECUTIVE_FAILURES, EvalRunTrigger
@@ -87,6 +89,8 @@ class _WaitsForRuns(BaseOperator):
         self.max_consecutive_failures = max_consecutive_failures
         self.cancel_on_kill = cancel_on_kill
         self._active: tuple[str, str] | None = None
+        #: The run as last seen, for lineage; execute_complete sets it too (a new instance after deferral).
+        self._observed: ObservedRun | None = None
 
     @cached_property
     def hook(self) -> EvalsHook:
@@ -95,7 +99,7 @@ class _WaitsForRuns(BaseOperator):
     def _wait(self, context: Context, run: EvalRun) -> dict[str, Any]:
         """Wait for ``run``: at once if it is over, in the triggerer if deferrable, else by polling."""
         if run.is_terminal:
-            return finished_run_result(run, self.success_statuses)
+            return self._finished(run)
         eval_id, run_id = str(run.eval_id), run.id
         if self.deferrable:
             self.log.info("%s; deferring until it finishes", summarize(run).progress_line())
@@ -111,7 +115,7 @@ class _WaitsForRuns(BaseOperator):
                     cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
-                kwargs={"eval_id": eval_id, "run_id": run_id},
+                kwargs={"eval_id": eval_id, "run_id": run_id, **self._resume_kwargs()},
                 timeout=timedelta(seconds=self.timeout),
             )
         return self._poll(eval_id, run_id)
@@ -137,7 +141,7 @@ class _WaitsForRuns(BaseOperator):
                     self.log.info("%s", line)
                     last_line = line
                 if run.is_terminal:
-                    return finished_run_result(run, self.success_statuses)
+                    return self._finished(run)
             time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
         raise EvalRunError(
             f"Eval run {run_id} of eval {eval_id} was still {status} after {self.timeout:.0f}s",
@@ -150,9 +154,20 @@ class _WaitsForRuns(BaseOperator):
         self, context: Context, event: dict[str, Any] | None = None, eval_id: str = "", run_id: str = ""
     ) -> dict[str, Any]:
         """Accept only the events EvalRunTrigger yields; anything else fails the task."""
+        # Before the event is judged: a failed run's FAIL lineage event names it too.
+        self._observed = ObservedRun.from_event(eval_id, run_id, event)
         result = event_result(event, eval_id=eval_id, run_id=run_id)
         self.log.info("%s", (event or {}).get("message"))
         return result
+
+    def _finished(self, run: EvalRun) -> dict[str, Any]:
+        self._observed = ObservedRun(str(run.eval_id), run.id, summarize(run).to_xcom())
+        return finished_run_result(run, self.success_statuses)
+
+    def _resume_kwargs(self) -> dict[str, Any]:
+        """Extra ``execute_complete`` keyword arguments: what the instance that resumes after the deferral
+        needs and cannot get back from the event. Must be serializable and never a secret."""
+        return {}
 
     def on_kill(self) -> None:
         """Cancel the run this task is waiting for (polling mode), best-effort; a deferred wait is cancelled
@@ -216,6 +231,8 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsFo
         self.metadata = metadata
         self.wait_for_completion = wait_for_completion
         self.reuse_finished_run = reuse_finished_run
+        #: The Files API file an ObjectStoragePath was uploaded as (lineage; kept across a deferral).
+        self._uploaded_file_id: str | None = None
 
     def _checked_input(self) -> tuple[Any, dict[str, str]]:
         """Everything the request needs, validated before any request, with the parameter named."""
@@ -248,6 +265,9 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsFo
             self.log.info("Started eval run %s of eval %s: %s", run.id, self.eval_id, run.report_url)
             self._remember(context, run.id)
         self._active = (self.eval_id, run.id)
+        self._observed = ObservedRun(self.eval_id, run.id, summarize(run).to_xcom())
+        if isinstance(self.data_source, ObjectStoragePath) and run.data_source:
+            self._uploaded_file_id = lineage.uploaded_file_id(run.data_source)
         ti = context["ti"]
         ti.xcom_push(key="run_id", value=run.id)
         ti.xcom_push(key="eval_id", value=self.eval_id)
@@ -307,6 +327,72 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsFo
         uploaded = client.upload_file(lambda: path.open("rb"), filename=path.name, size=size, purpose="evals")
         self.log.info("Uploaded %s as file %s", path, uploaded.id)
         return {"type": "jsonl", "source": {"type": "file_id", "id": uploaded.id}}
+
+    # -- lineage -------------------------------------------------------------------------------------------
+
+    def _resume_kwargs(self) -> dict[str, Any]:
+        return {"uploaded_file_id": self._uploaded_file_id} if self._uploaded_file_id else {}
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        eval_id: str = "",
+        run_id: str = "",
+        uploaded_file_id: str | None = None,
+    ) -> dict[str, Any]:
+        self._uploaded_file_id = uploaded_file_id
+        return super().execute_complete(context, event, eval_id=eval_id, run_id=run_id)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Input: the dataset the run read (the object-storage path uploaded, or the Files API file named);
+        output: the run's results. Facets: the run as last seen and the kind of data source, never its rows.
+
+        Also called for a failed task; reads only template fields and what ``execute`` or, after a deferral,
+        ``execute_complete`` recorded. None without the OpenLineage provider.
+        """
+        return lineage.to_operator_lineage(self._lineage_report)
+
+    def _lineage_report(self) -> lineage.LineageReport | None:
+        namespace = lineage.namespace_of(self.hook)
+        if namespace is None:
+            return None
+        data_source = _plain_data_source(self.data_source)
+        inputs: list[lineage.DatasetRef] = []
+        if isinstance(data_source, ObjectStoragePath):
+            inputs.append(lineage.storage_dataset(data_source))
+        elif isinstance(data_source, Mapping) and (file_id := lineage.uploaded_file_id(data_source)):
+            inputs.append(lineage.file_dataset(namespace, file_id))
+        observed = self._observed
+        outputs = []
+        if observed is not None:
+            total = ((observed.summary or {}).get("counts") or {}).get("total")
+            outputs.append(lineage.run_dataset(namespace, observed.eval_id, observed.run_id, row_count=total))
+        facet = lineage.run_facet_fields(observed, str(self.eval_id), None)
+        if isinstance(data_source, ObjectStoragePath) and observed and not self._uploaded_file_id:
+            self._uploaded_file_id = self._file_id_of(observed)
+        facet["dataSource"] = lineage.data_source_fields(data_source, self._uploaded_file_id)
+        return lineage.LineageReport(
+            api_namespace=namespace,
+            inputs=inputs,
+            outputs=outputs,
+            facet=facet,
+            external_run_id=observed.run_id if observed else None,
+        )
+
+    def _file_id_of(self, observed: ObservedRun) -> str | None:
+        """The uploaded file's id, from the run itself, when the resumed instance was not told it.
+
+        A deferral passes it to ``execute_complete``, but ``dag.test()`` (and so ``airflow dags test``)
+        resumes with the trigger's event alone and drops the ``defer(kwargs=...)``. One GET, made only
+        when lineage is collected.
+        """
+        try:
+            run = self.hook.get_conn().get_run(observed.eval_id, observed.run_id)
+        except EvalsError as exc:
+            self.log.warning("No file id for lineage: eval run %s: %s", observed.run_id, exc)
+            return None
+        return lineage.uploaded_file_id(run.data_source) if run.data_source else None
 
 
 def _dag_run_start(context: Context) -> float:

@@ -24,12 +24,15 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.models import EvalRun
 from airflow_provider_aoai_evals.api.operations import MAX_PAGE_SIZE, OUTPUT_ITEM_STATUS_FILTERS
+from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.export.atomic import UnwritableTarget, atomic_write, prepare_target
 from airflow_provider_aoai_evals.export.formats import EXPORT_FORMATS, encoder_for
 from airflow_provider_aoai_evals.export.read_ahead import read_ahead
 from airflow_provider_aoai_evals.export.stream import ExportStats, ItemLimitExceeded, stream_pages
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.operators import _lineage as lineage
+from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.templating import TemplatedIds
 
 #: Seconds between INFO progress lines during a long export (the first page is always logged).
@@ -112,6 +115,9 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
         self.conn_id = conn_id
         self.storage_conn_id = storage_conn_id
         self.max_xcom_items = max_xcom_items
+        # For lineage: the run as fetched, and where the export went with its return value.
+        self._observed: ObservedRun | None = None
+        self._exported: tuple[ObjectStoragePath | None, dict[str, Any]] | None = None
         # Fail at DAG parse time for what templates cannot change; the rest is checked again after rendering.
         self._check_static()
 
@@ -200,6 +206,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             self._prepare_destination(path)
         client = self.hook.get_conn()
         run = client.get_run(self.eval_id, self.run_id)  # 404s and auth errors fail before any file exists
+        self._observed = ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
         expected = self._expected_count(run)
         if not run.is_terminal:
             self.log.warning(
@@ -210,7 +217,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             )
         fmt = encoder_for(self.format)
         if path is None:
-            return self._to_xcom(client, fmt, expected)
+            return self._record_export(None, self._to_xcom(client, fmt, expected))
 
         self.log.info(
             "Exporting output items of eval run %s (eval %s, status filter %s) as %s to %s",
@@ -231,13 +238,56 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             raise _unwritable(path, exc) from None
         self._log_done(stats, started, path)
         self._check_count(stats, expected)
-        return {
-            "path": str(path),
-            "count": stats.count,
-            "by_status": stats.by_status,
-            "format": fmt.name,
-            "bytes": stats.bytes,
-        }
+        return self._record_export(
+            path,
+            {
+                "path": str(path),
+                "count": stats.count,
+                "by_status": stats.by_status,
+                "format": fmt.name,
+                "bytes": stats.bytes,
+            },
+        )
+
+    def _record_export(self, path: ObjectStoragePath | None, result: dict[str, Any]) -> dict[str, Any]:
+        self._exported = (path, result)
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Input: the eval run's results; output: the file written (none in XCom mode), with its item count
+        and size. Facets: the run's ids, status and pass rates, and what the export wrote.
+
+        A failed export reports no output: the atomic write left nothing at the destination. None without
+        the OpenLineage provider.
+        """
+        return lineage.to_operator_lineage(self._lineage_report)
+
+    def _lineage_report(self) -> lineage.LineageReport | None:
+        namespace = lineage.namespace_of(self.hook)
+        if namespace is None:
+            return None
+        facet = lineage.run_facet_fields(self._observed, str(self.eval_id), str(self.run_id))
+        outputs = []
+        if self._exported is not None:
+            path, result = self._exported
+            if path is not None:
+                outputs.append(
+                    lineage.storage_dataset(path, row_count=result["count"], size_bytes=result["bytes"])
+                )
+            facet["export"] = {
+                "statusFilter": self.status,
+                "format": result["format"],
+                "count": result["count"],
+                "byStatus": result["by_status"],
+                "bytes": result["bytes"],
+            }
+        return lineage.LineageReport(
+            api_namespace=namespace,
+            inputs=[lineage.run_dataset(namespace, str(self.eval_id), str(self.run_id))],
+            outputs=outputs,
+            facet=facet,
+            external_run_id=str(self.run_id),
+        )
 
     def _prepare_destination(self, path: ObjectStoragePath) -> None:
         """Create the destination's folders and check it can take a file before any request, so a doomed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 from airflow.providers.common.compat.sdk import (
@@ -26,6 +27,8 @@ from airflow_provider_aoai_evals.api.summary import RunSummary, summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
+from airflow_provider_aoai_evals.operators import _lineage as lineage
+from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.templating import TemplatedIds
 
 #: ``baseline_run_id`` value meaning "the latest completed run of the same eval before this one".
@@ -106,6 +109,13 @@ class _QualityGate(TemplatedIds, BaseOperator):
         self.baseline_metadata_key = baseline_metadata_key
         self.allow_missing_baseline = allow_missing_baseline
         self.conn_id = conn_id
+        # For lineage: the judged run as fetched and the verdict (set before a failing gate raises).
+        self._observed: ObservedRun | None = None
+        self._verdict: dict[str, Any] | None = None
+
+    @cached_property
+    def hook(self) -> EvalsHook:
+        return EvalsHook(self.conn_id)
 
     def verdict(self, context: Context) -> Verdict:
         self.check_rendered_ids()
@@ -113,8 +123,9 @@ class _QualityGate(TemplatedIds, BaseOperator):
         validate_id("run_id", self.run_id)
         if self.baseline_run_id and self.baseline_run_id != PREVIOUS:
             validate_id("baseline_run_id", self.baseline_run_id)
-        client = EvalsHook(self.conn_id).get_conn()
+        client = self.hook.get_conn()
         run = client.get_run(self.eval_id, self.run_id)
+        self._observed = ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
         publish_report_url(context, run.report_url)
         thresholds = self.thresholds
         baseline = None
@@ -126,9 +137,35 @@ class _QualityGate(TemplatedIds, BaseOperator):
                 )
                 thresholds = replace(thresholds, max_regression=None)
         verdict = evaluate(summarize(run), thresholds, baseline)
+        self._verdict = verdict.to_xcom()
         self.log.info("%s", verdict.message())
-        context["ti"].xcom_push(key="verdict", value=verdict.to_xcom())
+        context["ti"].xcom_push(key="verdict", value=self._verdict)
         return verdict
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs: the judged run's results and, for a regression check, the baseline run's. Facets: the
+        run's ids, status and pass rates, and the verdict with each check.
+
+        Also called when the gate failed the task, so the FAIL event carries the failing checks. None
+        without the OpenLineage provider.
+        """
+        return lineage.to_operator_lineage(self._lineage_report)
+
+    def _lineage_report(self) -> lineage.LineageReport | None:
+        namespace = lineage.namespace_of(self.hook)
+        if namespace is None:
+            return None
+        eval_id, run_id = str(self.eval_id), str(self.run_id)
+        inputs = [lineage.run_dataset(namespace, eval_id, run_id)]
+        facet = lineage.run_facet_fields(self._observed, eval_id, run_id)
+        if self._verdict is not None:
+            facet["verdict"] = lineage.verdict_fields(self._verdict)
+            baseline = self._verdict.get("baseline_run_id")
+            if baseline:
+                inputs.append(lineage.run_dataset(namespace, eval_id, str(baseline)))
+        return lineage.LineageReport(
+            api_namespace=namespace, inputs=inputs, facet=facet, external_run_id=run_id
+        )
 
     def _baseline(self, client: EvalsClient, run: EvalRun) -> RunSummary | None:
         if self.baseline_run_id != PREVIOUS:
