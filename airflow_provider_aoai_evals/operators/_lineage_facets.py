@@ -11,11 +11,10 @@ from typing import Any, ClassVar
 from airflow.providers.common.compat.openlineage.facet import RunFacet
 from attrs import define, field
 
-#: Where consumers find the facet's JSON schema (docs/schemas/ in the repository, also on the documentation site).
-SCHEMA_URL = (
-    "https://raw.githubusercontent.com/airflow-provider-aoai-evals/airflow-provider-aoai-evals/main/"
-    "docs/schemas/AoaiEvalsRunFacet.json#/$defs/AoaiEvalsRunFacet"
-)
+#: The facet's JSON schema is ``docs/schemas/AoaiEvalsRunFacet.json`` in the source distribution. The project
+#: has no public address yet, so this names the file without inventing a host for it; swap in the
+#: published URL once there is one.
+SCHEMA_URL = "urn:airflow-provider-aoai-evals:docs/schemas/AoaiEvalsRunFacet.json#/$defs/AoaiEvalsRunFacet"
 
 
 @define(kw_only=True)
