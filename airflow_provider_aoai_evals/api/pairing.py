@@ -1,0 +1,317 @@
+"""Pairing the output items of two runs over the same dataset, item by item, with bounded memory.
+
+Two runs of one eval grade the same data source rows; an output item names its row by
+``datasource_item_id``. Comparing the runs row by row (did this item flip from pass to fail?) is far
+more sensitive than comparing two pass rates, because most items agree and only the flips carry
+evidence (``stats.mcnemar_exact_p``). This module only counts; ``stats.compare_runs`` decides.
+
+Memory: a run can have 100,000s of items and they arrive a page at a time, so one run (the baseline) is
+kept as ``datasource_item_id -> int`` whose bits hold its outcomes, and the other run is streamed past
+it. Nothing of an item's contents is kept.
+
+What an item's outcome is (the pass-rate policy of ``summary.py``, per item):
+
+* **errored**: ``status`` is ``"error"`` or ``"errored"``, or ``sample.error`` carries a code or a message.
+  The API and FakeEvalsServer mark a sample that failed to run as ``status: "fail"`` with an empty
+  ``results`` list and ``sample.error`` set; both forms count. Errored is **not passed**;
+* **passed**: ``status`` is ``"pass"`` and the item is not errored. Any other status (``"fail"``, an
+  unknown one, none) is not passed;
+* **per criterion**: a result whose ``passed`` is true or false, keyed by the name the user gave
+  (``summary.criterion_name``: ``"exact-label-<uuid>"`` -> ``"exact-label"``). A criterion an item was
+  not graded by (errored items have no results) is left out of that criterion's pairs, as
+  ``passed / (passed + failed)`` leaves it out of the rate, and counted as ``one_sided``. Two results
+  of one item with the same name are keyed by their full ids instead, so neither hides the other.
+
+Nothing is dropped silently: items found in one run only are counted (``missing_in_candidate``,
+``missing_in_baseline``), and an item without a ``datasource_item_id`` (or with one seen twice in a
+run) makes the runs unpairable, with the reason, since pairs could then not be trusted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_aoai_evals.api.models import OutputItem
+from airflow_provider_aoai_evals.api.summary import criterion_name
+
+ERRORED_STATUSES = frozenset({"error", "errored"})
+
+# Bits of one item's outcome. Criterion i (by its index in the shared name table) uses two bits from
+# _FIRST_CRITERION_BIT + 2*i: "graded" and, above it, "passed".
+_MATCHED = 1  # baseline only: the candidate had this item too
+_PASSED = 2
+_ERRORED = 4
+_FIRST_CRITERION_BIT = 3
+
+
+def item_errored(item: OutputItem) -> bool:
+    """Whether the item's sample failed to run (see the module docstring for both ways it is marked)."""
+    if (item.status or "").lower() in ERRORED_STATUSES:
+        return True
+    error = (item.sample or {}).get("error")
+    return isinstance(error, dict) and bool(error.get("code") or error.get("message"))
+
+
+def item_passed(item: OutputItem) -> bool:
+    """Whether the item passed; errored items did not."""
+    return item.status == "pass" and not item_errored(item)
+
+
+@dataclass(frozen=True)
+class PairedCounts:
+    """The paired 2x2 table of one figure (overall, or one criterion) over matched items."""
+
+    both_passed: int = 0
+    pass_to_fail: int = 0
+    fail_to_pass: int = 0
+    both_failed: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.both_passed + self.pass_to_fail + self.fail_to_pass + self.both_failed
+
+    @property
+    def baseline_passed(self) -> int:
+        return self.both_passed + self.pass_to_fail
+
+    @property
+    def candidate_passed(self) -> int:
+        return self.both_passed + self.fail_to_pass
+
+    def to_xcom(self) -> dict[str, int]:
+        return {
+            "n": self.n,
+            "both_passed": self.both_passed,
+            "pass_to_fail": self.pass_to_fail,
+            "fail_to_pass": self.fail_to_pass,
+            "both_failed": self.both_failed,
+        }
+
+
+@dataclass(frozen=True)
+class CriterionPairs:
+    """One criterion's pairs. ``one_sided``: matched items graded by it in one run only."""
+
+    name: str
+    counts: PairedCounts
+    one_sided: int = 0
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {"name": self.name, **self.counts.to_xcom(), "one_sided": self.one_sided}
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The outcome of pairing two runs. With ``unpairable_reason`` set, every count is 0.
+
+    ``matched`` items are in both runs; ``overall`` and ``criteria`` count only those.
+    ``errored_baseline`` / ``errored_candidate`` count every errored item each run listed.
+    """
+
+    baseline_run_id: str | None
+    candidate_run_id: str | None
+    unpairable_reason: str | None
+    matched: int
+    missing_in_candidate: int
+    missing_in_baseline: int
+    errored_baseline: int
+    errored_candidate: int
+    overall: PairedCounts
+    criteria: tuple[CriterionPairs, ...] = field(default_factory=tuple)
+
+    @property
+    def pairable(self) -> bool:
+        return self.unpairable_reason is None
+
+    @property
+    def unmatched(self) -> int:
+        return self.missing_in_candidate + self.missing_in_baseline
+
+    def criterion(self, name: str) -> CriterionPairs | None:
+        return next((c for c in self.criteria if c.name == name), None)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "baseline_run_id": self.baseline_run_id,
+            "candidate_run_id": self.candidate_run_id,
+            "pairable": self.pairable,
+            "unpairable_reason": self.unpairable_reason,
+            "matched": self.matched,
+            "missing_in_candidate": self.missing_in_candidate,
+            "missing_in_baseline": self.missing_in_baseline,
+            "errored_baseline": self.errored_baseline,
+            "errored_candidate": self.errored_candidate,
+            "overall": self.overall.to_xcom(),
+            "criteria": [c.to_xcom() for c in self.criteria],
+        }
+
+
+class _CriterionTable:
+    """Criterion key -> index, shared by both runs so that one bit position means one criterion."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def bits(self, item: OutputItem) -> int:
+        graded = [(r.name, r.passed) for r in item.results if r.name and isinstance(r.passed, bool)]
+        names = [criterion_name(full) for full, _ in graded]
+        outcome = 0
+        for (full, passed), name in zip(graded, names, strict=True):
+            key = name if names.count(name) == 1 else full
+            i = self.index.setdefault(key, len(self.index))
+            outcome |= (1 | (2 if passed else 0)) << (_FIRST_CRITERION_BIT + 2 * i)
+        return outcome
+
+
+def _outcome(item: OutputItem, table: _CriterionTable) -> int:
+    outcome = (_ERRORED if item_errored(item) else 0) | (_PASSED if item_passed(item) else 0)
+    return outcome | table.bits(item)
+
+
+class BaselineOutcomes:
+    """One run's per-item outcomes, filled a page at a time: ``add(page.data)`` for every page."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        self.unpairable_reason: str | None = None
+        self._table = _CriterionTable()
+        self._items: dict[int, int] = {}
+        self.errored = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, items: Iterable[OutputItem]) -> None:
+        for item in items:
+            if self.unpairable_reason is not None:
+                return
+            key = item.datasource_item_id
+            if key is None:
+                self._unpairable(f"no datasource_item_id on output item {item.id} of run {self.run_id}")
+            elif key in self._items:
+                self._unpairable(f"datasource_item_id {key} appears twice in run {self.run_id}")
+            else:
+                outcome = _outcome(item, self._table)
+                self._items[key] = outcome
+                self.errored += bool(outcome & _ERRORED)
+
+    def _unpairable(self, reason: str) -> None:
+        self.unpairable_reason = reason
+        self._items.clear()  # nothing will be paired: give the memory back now
+
+
+class Pairer:
+    """Streams the candidate run past a ``BaselineOutcomes``: ``add(page.data)``, then ``result()``."""
+
+    def __init__(self, baseline: BaselineOutcomes, candidate_run_id: str | None = None) -> None:
+        self.baseline = baseline
+        self.candidate_run_id = candidate_run_id
+        self._reason: str | None = None
+        #: candidate ids the baseline lacks; kept so that a repeated one is still caught
+        self._only_candidate: set[int] = set()
+        self._overall = [0, 0, 0, 0]  # both passed, pass->fail, fail->pass, both failed
+        self._criteria: dict[int, list[int]] = {}  # index -> the same four, then one_sided
+        self._matched = 0
+        self._errored = 0
+
+    def add(self, items: Iterable[OutputItem]) -> None:
+        table = self.baseline._table
+        stored = self.baseline._items
+        for item in items:
+            if self.unpairable_reason is not None:
+                return
+            key = item.datasource_item_id
+            if key is None:
+                self._unpairable(
+                    f"no datasource_item_id on output item {item.id} of run {self.candidate_run_id}"
+                )
+                return
+            outcome = _outcome(item, table)
+            self._errored += bool(outcome & _ERRORED)
+            before = stored.get(key)
+            if before is None:
+                if key in self._only_candidate:
+                    self._unpairable(f"datasource_item_id {key} appears twice in run {self.candidate_run_id}")
+                    return
+                self._only_candidate.add(key)
+                continue
+            if before & _MATCHED:
+                self._unpairable(f"datasource_item_id {key} appears twice in run {self.candidate_run_id}")
+                return
+            stored[key] = before | _MATCHED
+            self._matched += 1
+            self._tally(self._overall, bool(before & _PASSED), bool(outcome & _PASSED))
+            graded = (before | outcome) >> _FIRST_CRITERION_BIT
+            i = 0
+            while graded:
+                if graded & 1:  # the criterion's "graded" bit, of either run
+                    self._criterion(i, before, outcome)
+                graded >>= 2
+                i += 1
+
+    def _criterion(self, i: int, before: int, outcome: int) -> None:
+        shift = _FIRST_CRITERION_BIT + 2 * i
+        old, new = (before >> shift) & 3, (outcome >> shift) & 3
+        counts = self._criteria.setdefault(i, [0, 0, 0, 0, 0])
+        if old & 1 and new & 1:
+            self._tally(counts, bool(old & 2), bool(new & 2))
+        else:
+            counts[4] += 1
+
+    @staticmethod
+    def _tally(counts: list[int], baseline_passed: bool, candidate_passed: bool) -> None:
+        if baseline_passed:
+            counts[0 if candidate_passed else 1] += 1  # both passed, or pass -> fail
+        else:
+            counts[2 if candidate_passed else 3] += 1  # fail -> pass, or both failed
+
+    @property
+    def unpairable_reason(self) -> str | None:
+        return self.baseline.unpairable_reason or self._reason
+
+    def _unpairable(self, reason: str) -> None:
+        self._reason = reason
+        self._only_candidate.clear()
+
+    def result(self) -> Pairing:
+        names = {i: key for key, i in self.baseline._table.index.items()}
+        criteria = tuple(
+            sorted(
+                (
+                    CriterionPairs(name=names[i], counts=PairedCounts(*counts[:4]), one_sided=counts[4])
+                    for i, counts in self._criteria.items()
+                ),
+                key=lambda c: c.name,
+            )
+        )
+        ok = self.unpairable_reason is None
+        return Pairing(
+            baseline_run_id=self.baseline.run_id,
+            candidate_run_id=self.candidate_run_id,
+            unpairable_reason=self.unpairable_reason,
+            matched=self._matched if ok else 0,
+            missing_in_candidate=len(self.baseline) - self._matched if ok else 0,
+            missing_in_baseline=len(self._only_candidate) if ok else 0,
+            errored_baseline=self.baseline.errored if ok else 0,
+            errored_candidate=self._errored if ok else 0,
+            overall=PairedCounts(*self._overall) if ok else PairedCounts(),
+            criteria=criteria if ok else (),
+        )
+
+
+def pair_items(
+    baseline: Iterable[OutputItem],
+    candidate: Iterable[OutputItem],
+    *,
+    baseline_run_id: str | None = None,
+    candidate_run_id: str | None = None,
+) -> Pairing:
+    """Pair two runs' items. Pass generators (for example over the client's pages) to keep memory to
+    the baseline's compact map: the candidate's items are looked at once and let go."""
+    outcomes = BaselineOutcomes(baseline_run_id)
+    outcomes.add(baseline)
+    pairer = Pairer(outcomes, candidate_run_id)
+    pairer.add(candidate)
+    return pairer.result()
