@@ -64,6 +64,11 @@ class CriterionSummary(_Frozen):
     failed: int
     pass_rate: float | None
 
+    @property
+    def graded(self) -> int:
+        """The denominator of ``pass_rate``: the items this criterion passed or failed."""
+        return self.passed + self.failed
+
 
 class Usage(_Frozen):
     invocation_count: int = 0
