@@ -453,6 +453,7 @@ def test_the_documented_paired_example() -> None:
         and exact.reason.endswith("; 6 items graded by it in one run only left out")
     )
     assert (exact.pass_to_fail, exact.fail_to_pass) == (6, 3)
+    assert exact.p_value == pytest.approx(260 / 512, rel=1e-12)
     # The same two runs compared as if unpaired: the same drop is far from significant.
     unpaired = compare_runs(candidate, baseline)
     assert not unpaired.paired and unpaired.test == TWO_PROPORTIONS_Z
@@ -474,6 +475,16 @@ def test_runs_over_different_datasets_use_the_independent_test_and_say_why() -> 
         == "runs have different datasets: 1 item unmatched (1 missing from the candidate, 0 missing from the baseline)"
     )
     assert (c.matched, c.missing_in_candidate, c.missing_in_baseline) == (4, 1, 0)
+    wider = compare_runs(
+        summary_of("evalrun_cand", "ppppp"),
+        baseline,
+        pair_items(items("ppppf"), items("pppp") + items("ppppp")[4:]),
+    )
+    assert wider.reason.startswith("paired")  # item 4 is in both: same dataset
+    apart = pair_items(items("ppppf"), [*items("ppp"), *items("pppppp")[5:]])
+    assert compare_runs(summary_of("evalrun_cand", "pppp"), baseline, apart).reason == (
+        "runs have different datasets: 3 items unmatched (2 missing from the candidate, 1 missing from the baseline)"
+    )
     assert c.criterion("exact") is not None and c.criterion("exact").test == TWO_PROPORTIONS_Z  # type: ignore[union-attr]
 
 
