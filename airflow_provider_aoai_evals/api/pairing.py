@@ -151,17 +151,32 @@ class Pairing:
 class _CriterionTable:
     """Criterion key -> index, shared by both runs so that one bit position means one criterion."""
 
+    #: Result names seen; every item repeats the same few, so the uuid is stripped once per name.
+    _NAME_CACHE_LIMIT = 4096
+
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
+        self._names: dict[str, str] = {}
+
+    def _name(self, full: str) -> str:
+        name = self._names.get(full)
+        if name is None:
+            name = criterion_name(full)
+            if len(self._names) < self._NAME_CACHE_LIMIT:
+                self._names[full] = name
+        return name
 
     def bits(self, item: OutputItem) -> int:
         graded = [(r.name, r.passed) for r in item.results if r.name and isinstance(r.passed, bool)]
-        names = [criterion_name(full) for full, _ in graded]
+        names = [self._name(full) for full, _ in graded]
+        unique = len(set(names)) == len(names)
         outcome = 0
         for (full, passed), name in zip(graded, names, strict=True):
-            key = name if names.count(name) == 1 else full
-            i = self.index.setdefault(key, len(self.index))
-            outcome |= (1 | (2 if passed else 0)) << (_FIRST_CRITERION_BIT + 2 * i)
+            key = name if unique or names.count(name) == 1 else full
+            i = self.index.get(key)
+            if i is None:
+                i = self.index[key] = len(self.index)
+            outcome |= (3 if passed else 1) << (_FIRST_CRITERION_BIT + 2 * i)  # graded, and passed
         return outcome
 
 

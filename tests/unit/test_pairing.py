@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -292,3 +293,22 @@ def test_pairs_the_fake_servers_runs_page_by_page() -> None:
     # "fail" fails the first criterion (exact) only; item 5 errored, item 4's tone errored.
     assert by_name["exact"].counts == PairedCounts(3, 1, 1, 0) and by_name["exact"].one_sided == 1
     assert by_name["tone"].counts == PairedCounts(4, 0, 0, 0) and by_name["tone"].one_sided == 2
+
+
+def test_pairing_20000_items_is_quick() -> None:
+    """Pairing costs a few microseconds an item: small beside fetching and parsing the pages."""
+    rng = random.Random(20_000)
+    names = [f"exact-{UUID}", f"tone-{UUID}"]
+
+    def run_items() -> list[OutputItem]:
+        return [
+            item(i, "pass" if rng.random() < 0.8 else "fail", {n: rng.random() < 0.8 for n in names})
+            for i in range(20_000)
+        ]
+
+    baseline, candidate = run_items(), run_items()
+    start = time.perf_counter()
+    p = pair_items(baseline, candidate)
+    elapsed = time.perf_counter() - start
+    assert p.matched == 20_000 and p.overall.n == 20_000 and len(p.criteria) == 2
+    assert elapsed < 2.5, f"{elapsed:.2f}s to pair 20,000 items"
