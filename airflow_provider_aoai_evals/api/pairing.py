@@ -7,7 +7,8 @@ evidence (``stats.mcnemar_exact_p``). This module only counts; ``stats.compare_r
 
 Memory: a run can have 100,000s of items and they arrive a page at a time, so one run (the baseline) is
 kept as ``datasource_item_id -> int`` whose bits hold its outcomes, and the other run is streamed past
-it. Nothing of an item's contents is kept.
+it. Nothing of an item's contents is kept. A caller that needs to know *which* items flipped (a file of
+them for a person to read) passes ``Pairer(on_flip=...)`` and is told as each candidate item is paired.
 
 What an item's outcome is (the pass-rate policy of ``summary.py``, per item):
 
@@ -29,7 +30,7 @@ run) makes the runs unpairable, with the reason, since pairs could then not be t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,10 @@ from airflow_provider_aoai_evals.api.models import OutputItem
 from airflow_provider_aoai_evals.api.summary import criterion_name
 
 ERRORED_STATUSES = frozenset({"error", "errored"})
+
+#: Directions of a flip, as ``Flip`` reports them.
+PASS_TO_FAIL = "pass_to_fail"
+FAIL_TO_PASS = "fail_to_pass"
 
 # Bits of one item's outcome. Criterion i (by its index in the shared name table) uses two bits from
 # _FIRST_CRITERION_BIT + 2*i: "graded" and, above it, "passed".
@@ -148,6 +153,28 @@ class Pairing:
         }
 
 
+@dataclass(frozen=True)
+class Flip:
+    """A matched item whose outcome changed between the runs, as ``Pairer(on_flip=...)`` reports it.
+
+    ``overall`` is ``"pass_to_fail"``, ``"fail_to_pass"``, or None when the item's own outcome held and
+    only criteria changed (it failed before on one criterion and now on another). ``criteria`` maps the
+    criteria graded in both runs that changed (keyed as in ``Pairing.criteria``) to their direction.
+    ``candidate`` is the candidate's item, so a caller can keep what it needs of it without holding pages.
+    """
+
+    datasource_item_id: int
+    overall: str | None
+    criteria: Mapping[str, str]
+    candidate: OutputItem
+
+
+def _direction(baseline_passed: bool, candidate_passed: bool) -> str | None:
+    if baseline_passed == candidate_passed:
+        return None
+    return PASS_TO_FAIL if baseline_passed else FAIL_TO_PASS
+
+
 class _CriterionTable:
     """Criterion key -> index, shared by both runs so that one bit position means one criterion."""
 
@@ -218,11 +245,24 @@ class BaselineOutcomes:
 
 
 class Pairer:
-    """Streams the candidate run past a ``BaselineOutcomes``: ``add(page.data)``, then ``result()``."""
+    """Streams the candidate run past a ``BaselineOutcomes``: ``add(page.data)``, then ``result()``.
 
-    def __init__(self, baseline: BaselineOutcomes, candidate_run_id: str | None = None) -> None:
+    ``on_flip`` is called for each matched item that flipped, overall or on a criterion, as it is paired:
+    the counts say how many flipped, this says which, without keeping a list of either run. Flips reported
+    before the runs turn out unpairable (an id seen twice) are void: ``result().pairable`` says so.
+    """
+
+    def __init__(
+        self,
+        baseline: BaselineOutcomes,
+        candidate_run_id: str | None = None,
+        *,
+        on_flip: Callable[[Flip], None] | None = None,
+    ) -> None:
         self.baseline = baseline
         self.candidate_run_id = candidate_run_id
+        self._on_flip = on_flip
+        self._criterion_names: dict[int, str] = {}
         self._reason: str | None = None
         #: candidate ids the baseline lacks; kept so that a repeated one is still caught
         self._only_candidate: set[int] = set()
@@ -265,6 +305,30 @@ class Pairer:
                     self._criterion(i, before, outcome)
                 graded >>= 2
                 i += 1
+            if self._on_flip is not None:
+                self._report_flip(key, item, before, outcome)
+
+    def _report_flip(self, key: int, item: OutputItem, before: int, outcome: int) -> None:
+        assert self._on_flip is not None
+        overall = _direction(bool(before & _PASSED), bool(outcome & _PASSED))
+        criteria: dict[str, str] = {}
+        both = (before & outcome) >> _FIRST_CRITERION_BIT  # a "graded" bit survives if set in both runs
+        i = 0
+        while both:
+            if both & 1:
+                shift = _FIRST_CRITERION_BIT + 2 * i + 1  # the criterion's "passed" bit
+                direction = _direction(bool(before >> shift & 1), bool(outcome >> shift & 1))
+                if direction is not None:
+                    criteria[self._criterion_name(i)] = direction
+            both >>= 2
+            i += 1
+        if overall is not None or criteria:
+            self._on_flip(Flip(key, overall, criteria, item))
+
+    def _criterion_name(self, i: int) -> str:
+        if i not in self._criterion_names:  # the table grew since the last flip
+            self._criterion_names = {index: key for key, index in self.baseline._table.index.items()}
+        return self._criterion_names[i]
 
     def _criterion(self, i: int, before: int, outcome: int) -> None:
         shift = _FIRST_CRITERION_BIT + 2 * i

@@ -14,7 +14,10 @@ from airflow_provider_aoai_evals.api.auth import ApiKeyAuth
 from airflow_provider_aoai_evals.api.client import EvalsClient
 from airflow_provider_aoai_evals.api.models import OutputItem
 from airflow_provider_aoai_evals.api.pairing import (
+    FAIL_TO_PASS,
+    PASS_TO_FAIL,
     BaselineOutcomes,
+    Flip,
     PairedCounts,
     Pairer,
     item_errored,
@@ -312,3 +315,38 @@ def test_pairing_20000_items_is_quick() -> None:
     elapsed = time.perf_counter() - start
     assert p.matched == 20_000 and p.overall.n == 20_000 and len(p.criteria) == 2
     assert elapsed < 2.5, f"{elapsed:.2f}s to pair 20,000 items"
+
+
+def test_on_flip_names_exactly_the_items_the_counts_count() -> None:
+    rng = random.Random(141)
+    names = [f"exact-{UUID}", f"tone-{UUID}"]
+
+    def draw(i: int) -> OutputItem:
+        kind = rng.choice(["pass", "pass", "fail", "error"])
+        if kind == "error":
+            return item(i, "fail", sample_error={"code": "server_error", "message": "x"})
+        grades = {n: rng.random() < 0.7 for n in names if rng.random() < 0.9}
+        return item(i, "pass" if kind == "pass" and all(grades.values()) else "fail", grades)
+
+    old, new = [draw(i) for i in range(500)], [draw(i) for i in range(500)]
+    flips: list[Flip] = []
+    baseline = BaselineOutcomes("evalrun_b")
+    baseline.add(old)
+    pairer = Pairer(baseline, "evalrun_c", on_flip=flips.append)
+    pairer.add(reversed(new))
+    p = pairer.result()
+
+    by_id = {f.datasource_item_id: f for f in flips}
+    assert len(by_id) == len(flips)  # each item reported once
+    assert all(f.candidate is new[f.datasource_item_id] for f in flips)
+    for direction, count in ((PASS_TO_FAIL, p.overall.pass_to_fail), (FAIL_TO_PASS, p.overall.fail_to_pass)):
+        ids = {i for i, f in by_id.items() if f.overall == direction}
+        assert len(ids) == count
+        assert all(item_passed(old[i]) == (direction == PASS_TO_FAIL) != item_passed(new[i]) for i in ids)
+    for c in p.criteria:
+        flipped = [f.criteria[c.name] for f in flips if c.name in f.criteria]
+        assert flipped.count(PASS_TO_FAIL) == c.counts.pass_to_fail
+        assert flipped.count(FAIL_TO_PASS) == c.counts.fail_to_pass
+    # Items that flipped on a criterion only (failed before on one, now on another) are reported too.
+    assert any(f.overall is None and f.criteria for f in flips)
+    assert all(f.overall is not None or f.criteria for f in flips)
