@@ -26,21 +26,23 @@ from airflow_provider_aoai_evals.api.models import EvalRun
 from airflow_provider_aoai_evals.api.operations import MAX_PAGE_SIZE, OUTPUT_ITEM_STATUS_FILTERS
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
-from airflow_provider_aoai_evals.export.atomic import UnwritableTarget, atomic_write, prepare_target
+from airflow_provider_aoai_evals.export.atomic import UnwritableTarget, atomic_write
 from airflow_provider_aoai_evals.export.formats import EXPORT_FORMATS, encoder_for
 from airflow_provider_aoai_evals.export.read_ahead import read_ahead
 from airflow_provider_aoai_evals.export.stream import ExportStats, ItemLimitExceeded, stream_pages
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.operators import _lineage as lineage
+from airflow_provider_aoai_evals.operators._destination import (
+    check_destination_type,
+    destination_path,
+    prepare_destination,
+    unwritable,
+)
 from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.templating import TemplatedIds
 
 #: Seconds between INFO progress lines during a long export (the first page is always logged).
 PROGRESS_LOG_INTERVAL = 10.0
-
-
-def _unwritable(path: ObjectStoragePath, exc: UnwritableTarget) -> EvalsConfigError:
-    return EvalsConfigError("destination", f"cannot write {path}: {exc.problem}")
 
 
 class OutputItemsTooLargeForXComError(AirflowFailException):
@@ -130,14 +132,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             )
         if self.max_xcom_items < 0:
             raise EvalsConfigError("max_xcom_items", f"must be >= 0, got {self.max_xcom_items}")
-        if self.destination is not None and not isinstance(
-            self.destination, (str, os.PathLike, ObjectStoragePath)
-        ):
-            raise EvalsConfigError(
-                "destination",
-                "must be an ObjectStoragePath, a URL or absolute path string, or None (XCom); "
-                f"got {type(self.destination).__name__}",
-            )
+        check_destination_type(self.destination, "XCom mode")
         if not _is_template(self.format):
             self._check_format()
         if not _is_template(self.status):
@@ -165,34 +160,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
         self._check_static()
         self._check_format()
         self._check_status()
-        return self._destination_path()
-
-    def _destination_path(self) -> ObjectStoragePath | None:
-        dest = self.destination
-        if dest is None:
-            return None
-        if isinstance(dest, ObjectStoragePath):
-            path = dest
-        else:
-            text = os.fspath(dest) if isinstance(dest, os.PathLike) else dest
-            if not isinstance(text, str) or not text.strip():
-                raise EvalsConfigError("destination", "must not be empty (use None for XCom mode)")
-            text = text.strip()
-            if "://" not in text and not os.path.isabs(text):
-                raise EvalsConfigError(
-                    "destination",
-                    f"{text!r} is a relative path; use an absolute path or a URL such as "
-                    "'file:///data/x.jsonl' or 's3://bucket/x.jsonl' (a worker's working directory is not stable)",
-                )
-            if text.endswith("/"):
-                raise EvalsConfigError("destination", f"{text!r} names a directory; it must name a file")
-            try:
-                path = ObjectStoragePath(text, conn_id=self.storage_conn_id)
-            except (ValueError, TypeError) as exc:
-                raise EvalsConfigError("destination", f"{text!r} is not a usable path: {exc}") from None
-        if not path.name:
-            raise EvalsConfigError("destination", f"{path} names no file")
-        return path
+        return destination_path(self.destination, self.storage_conn_id, none_means="XCom mode")
 
     # -- execution -----------------------------------------------------------------------------------------
 
@@ -203,7 +171,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         path = self._check_rendered()
         if path is not None:
-            self._prepare_destination(path)
+            prepare_destination(path)
         client = self.hook.get_conn()
         run = client.get_run(self.eval_id, self.run_id)  # 404s and auth errors fail before any file exists
         self._observed = ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
@@ -235,7 +203,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             with atomic_write(path.fs, path.path) as handle, read_ahead(pages) as ahead:
                 stats = stream_pages(ahead, fmt, write=handle.write, on_page=self._progress(started))
         except UnwritableTarget as exc:  # raised before any item is fetched: the temp file could not open
-            raise _unwritable(path, exc) from None
+            raise unwritable(path, exc) from None
         self._log_done(stats, started, path)
         self._check_count(stats, expected)
         return self._record_export(
@@ -288,14 +256,6 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             facet=facet,
             external_run_id=str(self.run_id),
         )
-
-    def _prepare_destination(self, path: ObjectStoragePath) -> None:
-        """Create the destination's folders and check it can take a file before any request, so a doomed
-        export neither fetches the run (or every item, for a folder at the destination) nor leaves a part."""
-        try:
-            prepare_target(path.fs, path.path)
-        except UnwritableTarget as exc:
-            raise _unwritable(path, exc) from None
 
     def _to_xcom(self, client: Any, fmt: Any, expected: int | None) -> dict[str, Any]:
         """Items to XCom, failing as soon as there are more than ``max_xcom_items`` (before pulling them all)."""
