@@ -20,21 +20,19 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_aoai_evals.api.client import EvalsClient
-from airflow_provider_aoai_evals.api.errors import EvalsConfigError, EvalsNotFoundError
-from airflow_provider_aoai_evals.api.gates import Thresholds, Verdict, evaluate
-from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
+from airflow_provider_aoai_evals.api.errors import EvalsConfigError
+from airflow_provider_aoai_evals.api.gates import INCONCLUSIVE, Thresholds, Verdict, evaluate
+from airflow_provider_aoai_evals.api.models import EvalRun
+from airflow_provider_aoai_evals.api.pairing import pair_items
+from airflow_provider_aoai_evals.api.stats import DEFAULT_CONFIDENCE, Comparison, compare_runs
 from airflow_provider_aoai_evals.api.summary import RunSummary, summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
 from airflow_provider_aoai_evals.operators import _lineage as lineage
+from airflow_provider_aoai_evals.operators._baseline import PREVIOUS, resolve_baseline
 from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.templating import TemplatedIds
-
-#: ``baseline_run_id`` value meaning "the latest completed run of the same eval before this one".
-PREVIOUS = "previous"
-#: How many earlier runs are scanned for a baseline.
-BASELINE_SCAN_LIMIT = 500
 
 
 class EvalGateFailed(AirflowFailException):
@@ -62,6 +60,12 @@ class _QualityGate(TemplatedIds, BaseOperator):
         for this key (e.g. ``"dataset"``).
     :param allow_missing_baseline: when no baseline run exists (first night), skip the regression check
         instead of failing.
+    :param confidence: decide each rate threshold on the rate's interval at this level (e.g. ``0.95``):
+        passed when the lower bound meets the threshold, failed when the upper bound is below it,
+        inconclusive otherwise. Default None: point estimates, as before.
+    :param regression_alpha: with ``max_regression`` and a baseline: a drop larger than ``max_regression``
+        fails only when it is also significant at this level (paired item by item when both runs share
+        their dataset, else from the counts), and is inconclusive otherwise. Default None.
     """
 
     template_fields: Sequence[str] = ("eval_id", "run_id", "baseline_run_id")
@@ -81,6 +85,8 @@ class _QualityGate(TemplatedIds, BaseOperator):
         baseline_same_model: bool = False,
         baseline_metadata_key: str | None = None,
         allow_missing_baseline: bool = False,
+        confidence: float | None = None,
+        regression_alpha: float | None = None,
         conn_id: str = EvalsHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -92,6 +98,8 @@ class _QualityGate(TemplatedIds, BaseOperator):
             min_criterion_pass_rates=dict(min_criterion_pass_rates or {}),
             max_errored_rate=max_errored_rate,
             max_regression=max_regression,
+            confidence=confidence,
+            regression_alpha=regression_alpha,
         )
         if self.thresholds.empty:
             raise EvalsConfigError(
@@ -128,15 +136,20 @@ class _QualityGate(TemplatedIds, BaseOperator):
         self._observed = ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
         publish_report_url(context, run.report_url)
         thresholds = self.thresholds
-        baseline = None
+        summary = summarize(run)
+        baseline_run = None
         if thresholds.max_regression is not None:
-            baseline = self._baseline(client, run)
-            if baseline is None:
+            baseline_run = self._baseline(client, run)
+            if baseline_run is None:
                 self.log.warning(
                     "No baseline run found; regression not checked (allow_missing_baseline=True)"
                 )
-                thresholds = replace(thresholds, max_regression=None)
-        verdict = evaluate(summarize(run), thresholds, baseline)
+                thresholds = replace(thresholds, max_regression=None, regression_alpha=None)
+        baseline = summarize(baseline_run) if baseline_run is not None else None
+        comparison = None
+        if baseline_run is not None and baseline is not None and thresholds.regression_alpha is not None:
+            comparison = self._compare(client, summary, baseline)
+        verdict = evaluate(summary, thresholds, baseline, comparison)
         self._verdict = verdict.to_xcom()
         self.log.info("%s", verdict.message())
         context["ti"].xcom_push(key="verdict", value=self._verdict)
@@ -167,64 +180,34 @@ class _QualityGate(TemplatedIds, BaseOperator):
             api_namespace=namespace, inputs=inputs, facet=facet, external_run_id=run_id
         )
 
-    def _baseline(self, client: EvalsClient, run: EvalRun) -> RunSummary | None:
-        if self.baseline_run_id != PREVIOUS:
-            try:
-                return summarize(client.get_run(self.eval_id, str(self.baseline_run_id)))
-            except EvalsNotFoundError:
-                if self.allow_missing_baseline:
-                    return None
-                raise EvalsConfigError(
-                    "baseline_run_id",
-                    f"baseline run {self.baseline_run_id} of eval {self.eval_id} does not exist",
-                ) from None
-        found = _previous_completed(
-            client.list_runs(self.eval_id, status=RunStatus.COMPLETED, order="desc"),
+    def _compare(self, client: EvalsClient, summary: RunSummary, baseline: RunSummary) -> Comparison:
+        """Both runs' items paired by ``datasource_item_id`` (the baseline held as a compact map, this run
+        streamed past it), then compared: a paired test when every item is in both runs."""
+        pairing = pair_items(
+            client.list_output_items(str(self.eval_id), baseline.run_id),
+            client.list_output_items(str(self.eval_id), summary.run_id),
+            baseline_run_id=baseline.run_id,
+            candidate_run_id=summary.run_id,
+        )
+        comparison = compare_runs(
+            summary, baseline, pairing, self.thresholds.confidence or DEFAULT_CONFIDENCE
+        )
+        self.log.info(
+            "Compared with baseline %s: %s (%s)", baseline.run_id, comparison.test, comparison.reason
+        )
+        return comparison
+
+    def _baseline(self, client: EvalsClient, run: EvalRun) -> EvalRun | None:
+        return resolve_baseline(
+            client,
+            str(self.eval_id),
             run,
+            str(self.baseline_run_id),
             same_model=self.baseline_same_model,
             metadata_key=self.baseline_metadata_key,
+            allow_missing=self.allow_missing_baseline,
+            log=self.log,
         )
-        if found is None:
-            if self.allow_missing_baseline:
-                return None
-            scope = []
-            if self.baseline_same_model:
-                scope.append(f"model {run.model!r}")
-            if self.baseline_metadata_key:
-                value = (run.metadata or {}).get(self.baseline_metadata_key)
-                scope.append(f"metadata {self.baseline_metadata_key}={value!r}")
-            where = f" with {' and '.join(scope)}" if scope else ""
-            raise EvalsConfigError(
-                "baseline_run_id",
-                f"no completed run of eval {self.eval_id} before run {run.id}{where} to compare with "
-                "(set allow_missing_baseline=True to skip the regression check then)",
-            )
-        self.log.info("Baseline: run %s (%s, created %s)", found.id, found.model, found.created_at)
-        return summarize(found)
-
-
-def _previous_completed(
-    runs: Iterable[EvalRun], run: EvalRun, *, same_model: bool, metadata_key: str | None
-) -> EvalRun | None:
-    """The newest completed run created before ``run`` that matches the filters (bounded scan)."""
-    wanted = (run.metadata or {}).get(metadata_key) if metadata_key else None
-    for index, candidate in enumerate(runs):
-        if index >= BASELINE_SCAN_LIMIT:
-            return None
-        if candidate.id == run.id or candidate.status != RunStatus.COMPLETED:
-            continue
-        if (
-            run.created_at is not None
-            and candidate.created_at is not None
-            and candidate.created_at > run.created_at
-        ):
-            continue  # a later run is not a baseline for this one
-        if same_model and candidate.model != run.model:
-            continue
-        if metadata_key and (candidate.metadata or {}).get(metadata_key) != wanted:
-            continue
-        return candidate
-    return None
 
 
 class EvalRunCheckOperator(_QualityGate):
@@ -232,14 +215,23 @@ class EvalRunCheckOperator(_QualityGate):
 
     The error lists every failing check with its rate and threshold (and the baseline's rate for
     regressions). Returns the verdict as XCom when the run passes.
+
+    :param on_inconclusive: with ``confidence`` or ``regression_alpha``, what an inconclusive verdict does:
+        ``"fail"`` (default) fails the task like a failed check, ``"pass"`` lets it pass with a warning.
     """
 
-    def __init__(self, *, soft_fail: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, soft_fail: bool = False, on_inconclusive: str = "fail", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if on_inconclusive not in ("fail", "pass"):
+            raise EvalsConfigError("on_inconclusive", f"must be 'fail' or 'pass', got {on_inconclusive!r}")
         self.soft_fail = soft_fail
+        self.on_inconclusive = on_inconclusive
 
     def execute(self, context: Context) -> dict[str, Any]:
         verdict = self.verdict(context)
+        if verdict.outcome == INCONCLUSIVE and self.on_inconclusive == "pass":
+            self.log.warning("The evidence is inconclusive; passing the gate as on_inconclusive='pass'")
+            return verdict.to_xcom()
         if not verdict.passed:
             if self.soft_fail:
                 raise AirflowSkipException(verdict.message())
@@ -250,6 +242,9 @@ class EvalRunCheckOperator(_QualityGate):
 class EvalRunBranchOperator(_QualityGate, BaseBranchOperator):
     """Follow ``follow_task_ids_if_true`` when the run meets its thresholds, else ``follow_task_ids_if_false``.
 
+    With ``confidence`` or ``regression_alpha``, an inconclusive verdict follows ``inconclusive_task_ids``
+    when given (a person's review, say), else ``follow_task_ids_if_false``: no evidence is not a pass.
+
     The verdict is pushed to XCom under ``verdict``. Bad configuration (an unknown criterion, a missing
     baseline) fails the task rather than choosing a branch.
     """
@@ -259,12 +254,18 @@ class EvalRunBranchOperator(_QualityGate, BaseBranchOperator):
         *,
         follow_task_ids_if_true: str | Sequence[str],
         follow_task_ids_if_false: str | Sequence[str],
+        inconclusive_task_ids: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.follow_task_ids_if_true = follow_task_ids_if_true
         self.follow_task_ids_if_false = follow_task_ids_if_false
+        self.inconclusive_task_ids = inconclusive_task_ids
 
     def choose_branch(self, context: Context) -> str | Iterable[str]:
         verdict = self.verdict(context)
-        return self.follow_task_ids_if_true if verdict.passed else self.follow_task_ids_if_false
+        if verdict.passed:
+            return self.follow_task_ids_if_true
+        if verdict.outcome == INCONCLUSIVE and self.inconclusive_task_ids is not None:
+            return self.inconclusive_task_ids
+        return self.follow_task_ids_if_false
