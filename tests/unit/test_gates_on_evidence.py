@@ -5,6 +5,8 @@ Figures are checked against statsmodels and scipy (test-only oracles), never aga
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from scipy.stats import binomtest
 from statsmodels.stats.proportion import proportion_confint
@@ -142,3 +144,12 @@ def test_bad_evidence_settings_name_the_parameter(kwargs: dict[str, float], para
     with pytest.raises(EvalsConfigError) as info:
         Thresholds(**kwargs)  # type: ignore[arg-type]
     assert info.value.parameter == parameter
+
+
+def test_the_worked_example_in_the_docs_is_what_the_gate_says() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "quality-gates.md").read_text()
+    block = docs.split("<!-- evidence-example -->\n```\n", 1)[1].split("\n```", 1)[0]
+    base, now = summary(passed=45, failed=5, id="evalrun_base"), summary(passed=43, failed=7)
+    pairing = _pairing(both_passed=42, pass_to_fail=3, fail_to_pass=1, both_failed=4)
+    thresholds = Thresholds(min_pass_rate=0.8, max_regression=0.02, regression_alpha=0.05, confidence=0.95)
+    assert evaluate(now, thresholds, base, compare_runs(now, base, pairing)).message() == block
