@@ -25,6 +25,7 @@ MODULES: dict[str, list[str]] = {
         "airflow_provider_aoai_evals.operators.eval_run",
         "airflow_provider_aoai_evals.operators.output_items",
         "airflow_provider_aoai_evals.operators.quality_gate",
+        "airflow_provider_aoai_evals.operators.compare",
     ],
     "hooks": ["airflow_provider_aoai_evals.hooks.evals"],
     "sensors": ["airflow_provider_aoai_evals.sensors.eval_run"],

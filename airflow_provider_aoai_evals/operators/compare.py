@@ -1,0 +1,524 @@
+"""EvalRunCompareOperator: an eval run against a baseline run, item by item, and the items that flipped.
+
+A gate says whether a run's pass rate dropped; this says whether the drop is evidence or noise (the
+exact McNemar test on the items that flipped, ``api.stats``) and which items flipped, so a person can
+read them. Two runs of one eval grade the same rows; pairing them by ``datasource_item_id``
+(``api.pairing``) is far more sensitive than comparing two rates, because most items agree.
+
+Memory is bounded by one run's compact outcome map, never by a run's items:
+
+* pass 1 streams the baseline's output items a page at a time into ``pairing.BaselineOutcomes`` (an int
+  per item), then streams the candidate's past it; nothing else of either run is kept. Each run's rows
+  are also folded into a 64-bit digest, which is how "the same ``datasource_item_id`` is the same row"
+  is checked without holding the rows;
+* with a destination, the candidate's side of each flipped item (its output text and grader results) is
+  written to a local spool file as it is paired, and the flipped ids are held in a dict; pass 2 streams
+  the baseline again and writes, for each flipped id, one line with both sides. What is held in memory
+  grows with the number of flips (an id and a file offset each), not with the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from hashlib import blake2b
+from typing import IO, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowSkipException,
+    BaseOperator,
+    Context,
+    ObjectStoragePath,
+)
+
+from airflow_provider_aoai_evals.api.client import EvalsClient
+from airflow_provider_aoai_evals.api.errors import EvalsConfigError
+from airflow_provider_aoai_evals.api.models import EvalRun, OutputItem, RunStatus
+from airflow_provider_aoai_evals.api.operations import MAX_PAGE_SIZE
+from airflow_provider_aoai_evals.api.pairing import (
+    FAIL_TO_PASS,
+    PASS_TO_FAIL,
+    BaselineOutcomes,
+    Flip,
+    PairedCounts,
+    Pairer,
+    Pairing,
+)
+from airflow_provider_aoai_evals.api.stats import (
+    DEFAULT_CONFIDENCE,
+    Comparison,
+    RateComparison,
+    compare_runs,
+)
+from airflow_provider_aoai_evals.api.summary import summarize
+from airflow_provider_aoai_evals.api.validation import validate_id
+from airflow_provider_aoai_evals.export.atomic import UnwritableTarget, atomic_write
+from airflow_provider_aoai_evals.export.read_ahead import read_ahead
+from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
+from airflow_provider_aoai_evals.operators import _lineage as lineage
+from airflow_provider_aoai_evals.operators._baseline import PREVIOUS, resolve_baseline
+from airflow_provider_aoai_evals.operators._destination import (
+    check_destination_type,
+    destination_path,
+    prepare_destination,
+    unwritable,
+)
+from airflow_provider_aoai_evals.operators._lineage import ObservedRun
+from airflow_provider_aoai_evals.templating import TemplatedIds
+
+#: What ``destination=None`` means, in error messages.
+_NO_FILE = "no flips file"
+#: The spool of flipped items stays in memory up to this size, then moves to a temporary file on disk.
+SPOOL_MEMORY_BYTES = 4 * 1024 * 1024
+_DIGEST_MOD = 1 << 64
+
+
+class FlipsChanged(AirflowException):
+    """A run's items changed between the two passes (a flipped item was not listed again): the flips file
+    would not match the comparison, so none is written. Retrying reads both runs afresh."""
+
+
+def _check_confidence(confidence: Any) -> float:
+    """A level strictly between 0.5 and 1: below 0.5 an "interval" covers less than it misses, and 95
+    (for 95 %) or 1 would make every interval meaningless."""
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float))
+        or math.isnan(confidence)
+        or not 0.5 < confidence < 1
+    ):
+        raise EvalsConfigError(
+            "confidence", f"must be a level between 0.5 and 1 (exclusive) such as 0.95, got {confidence!r}"
+        )
+    return float(confidence)
+
+
+def output_text(item: OutputItem) -> str | None:
+    """The text the model answered (``sample.output[].content``); None when the sample has no output.
+
+    Content is a string in the Evals API, or a list of parts (``{"type": "output_text", "text": ...}``)
+    in the Responses shape; both are read, several messages joined by a newline.
+    """
+    output = (item.sample or {}).get("output")
+    if not isinstance(output, list):
+        return None
+    texts: list[str] = []
+    for message in output:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(
+                part["text"]
+                for part in content
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            )
+    return "\n".join(texts) if texts else None
+
+
+def item_side(item: OutputItem) -> dict[str, Any]:
+    """One run's side of a flipped item: what the model said and how each grader judged it."""
+    error = (item.sample or {}).get("error")
+    return {
+        "run_id": item.run_id,
+        "output_item_id": item.id,
+        "status": item.status,
+        "output_text": output_text(item),
+        "error": error if isinstance(error, dict) and (error.get("code") or error.get("message")) else None,
+        "results": [r.model_dump(mode="json", exclude_unset=True) for r in item.results],
+    }
+
+
+class _RowDigest:
+    """An order-independent 64-bit digest of a run's ``(datasource_item_id, row)`` pairs.
+
+    Pairing trusts that item 7 of both runs is the same row. Two runs over different files of the same
+    length would pair row 7 of one with row 7 of the other, and McNemar would then test flips between
+    unrelated rows. Equal digests for two runs whose ids all matched mean their rows match too (up to a
+    ~2**-64 chance); it costs O(1) memory where a per-item check would hold every row's hash.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, items: Sequence[OutputItem]) -> None:
+        total = self.value
+        for item in items:
+            row = json.dumps(item.datasource_item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            digest = blake2b(f"{item.datasource_item_id}\0{row}".encode(), digest_size=8).digest()
+            total += int.from_bytes(digest, "little")
+        self.value = total % _DIGEST_MOD
+
+
+@dataclass
+class _Spool:
+    """The candidate's side of each flipped item, written as it is paired: ids in memory, sides on a spool."""
+
+    file: IO[bytes]
+    #: datasource_item_id -> (offset, length) of its record in ``file``
+    index: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, flip: Flip) -> None:
+        record = {
+            "direction": flip.overall,
+            "criteria": dict(flip.criteria),
+            "candidate": item_side(flip.candidate),
+        }
+        data = json.dumps(record, ensure_ascii=False).encode()
+        self.file.seek(0, 2)
+        self.index[flip.datasource_item_id] = (self.file.tell(), len(data))
+        self.file.write(data)
+
+    def read(self, key: int) -> dict[str, Any]:
+        offset, length = self.index[key]
+        self.file.seek(offset)
+        record: dict[str, Any] = json.loads(self.file.read(length))
+        return record
+
+
+class EvalRunCompareOperator(TemplatedIds, BaseOperator):
+    """Compare an eval run with a baseline run, paired item by item, and optionally write the flipped items.
+
+    Streams both runs' output items (bounded memory, see the module docstring), pairs them by
+    ``datasource_item_id`` and returns ``stats.compare_runs(...).to_xcom()`` with the pairing's counts,
+    overall and per criterion: flips each way, the exact McNemar p-value, both rates with Wilson intervals
+    and the difference with Newcombe's interval. Runs that cannot be paired (different datasets, different
+    rows, unusable ids) are compared from their counts with the two-proportions z-test, and ``reason`` says
+    why. The comparison reports; it never fails the task on a regression (gate that with
+    ``EvalRunCheckOperator``).
+
+    With ``destination``, also writes the flipped items as JSON Lines (written atomically, as the export
+    is): per item the data source row, both runs' output text and grader results, and the direction.
+
+    Returns (XCom) the comparison plus ``eval_id``, ``pairing`` (``Pairing.to_xcom()``), ``summary`` (the
+    lines it logs), ``flips_path`` and ``flips`` (see docs/compare.md).
+
+    :param eval_id: the eval (templated).
+    :param run_id: the candidate run (templated); it must have completed.
+    :param baseline_run_id: a run id of the same eval, or ``"previous"`` (the default) for the latest
+        completed run of the eval created before ``run_id`` (templated).
+    :param baseline_same_model: with ``"previous"``, only consider runs of the same model.
+    :param baseline_metadata_key: with ``"previous"``, only consider runs whose metadata has the same value
+        for this key (e.g. ``"dataset"``).
+    :param allow_missing_baseline: when no baseline run exists (first night), skip the task instead of
+        failing it.
+    :param confidence: level of every interval, between 0.5 and 1 (exclusive).
+    :param destination: where to write the flipped items: an ``ObjectStoragePath``, or a URL / absolute
+        path string (templated). ``None``: no file.
+    :param storage_conn_id: the connection of a string ``destination``'s filesystem (templated).
+    :param conn_id: an ``aoai_evals`` connection.
+    """
+
+    template_fields: Sequence[str] = (
+        "eval_id",
+        "run_id",
+        "baseline_run_id",
+        "destination",
+        "storage_conn_id",
+    )
+    templated_ids = ("eval_id", "run_id", "baseline_run_id")
+    operator_extra_links = (EvalRunReportLink(),)
+    ui_color = "#e3e8f5"
+
+    def __init__(
+        self,
+        *,
+        eval_id: str,
+        run_id: str,
+        baseline_run_id: str = PREVIOUS,
+        baseline_same_model: bool = False,
+        baseline_metadata_key: str | None = None,
+        allow_missing_baseline: bool = False,
+        confidence: float = DEFAULT_CONFIDENCE,
+        destination: ObjectStoragePath | str | None = None,
+        storage_conn_id: str | None = None,
+        conn_id: str = EvalsHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.eval_id = eval_id
+        self.run_id = run_id
+        self.baseline_run_id = baseline_run_id
+        self.baseline_same_model = baseline_same_model
+        self.baseline_metadata_key = baseline_metadata_key
+        self.allow_missing_baseline = allow_missing_baseline
+        self.confidence = _check_confidence(confidence)
+        self.destination = destination
+        self.storage_conn_id = storage_conn_id
+        self.conn_id = conn_id
+        check_destination_type(destination, _NO_FILE)
+        # For lineage: the candidate as fetched, the baseline's id, and the file written with its size.
+        self._observed: ObservedRun | None = None
+        self._baseline_id: str | None = None
+        self._written: tuple[ObjectStoragePath, int, int] | None = None
+
+    @cached_property
+    def hook(self) -> EvalsHook:
+        return EvalsHook(self.conn_id)
+
+    # -- input checks (all before any request) -------------------------------------------------------------
+
+    def _check_rendered(self) -> ObjectStoragePath | None:
+        self.check_rendered_ids()
+        validate_id("eval_id", self.eval_id)
+        validate_id("run_id", self.run_id)
+        if not isinstance(self.baseline_run_id, str) or not self.baseline_run_id:
+            raise EvalsConfigError(
+                "baseline_run_id", f"must be a run id or {PREVIOUS!r}, got {self.baseline_run_id!r}"
+            )
+        if self.baseline_run_id != PREVIOUS:
+            validate_id("baseline_run_id", self.baseline_run_id)
+            if self.baseline_run_id == self.run_id:
+                raise EvalsConfigError(
+                    "baseline_run_id", f"is run {self.run_id} itself; name an earlier run or {PREVIOUS!r}"
+                )
+        return destination_path(self.destination, self.storage_conn_id, none_means=_NO_FILE)
+
+    @staticmethod
+    def _check_completed(parameter: str, run: EvalRun) -> None:
+        if run.status != RunStatus.COMPLETED:
+            raise EvalsConfigError(
+                parameter,
+                f"run {run.id} is {run.status!r}, not 'completed': its output items are not all graded, so "
+                "a comparison would describe part of the run (wait for it with EvalRunSensor first)",
+            )
+
+    # -- execution -----------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        path = self._check_rendered()
+        if path is not None:
+            prepare_destination(path)
+        eval_id, run_id = str(self.eval_id), str(self.run_id)
+        client = self.hook.get_conn()
+        run = client.get_run(eval_id, run_id)
+        self._observed = ObservedRun(eval_id, run_id, summarize(run).to_xcom())
+        publish_report_url(context, run.report_url)
+        if run.eval_id and run.eval_id != eval_id:
+            raise EvalsConfigError("run_id", f"run {run.id} belongs to eval {run.eval_id}, not {eval_id}")
+        self._check_completed("run_id", run)
+        baseline = resolve_baseline(
+            client,
+            eval_id,
+            run,
+            str(self.baseline_run_id),
+            same_model=self.baseline_same_model,
+            metadata_key=self.baseline_metadata_key,
+            allow_missing=self.allow_missing_baseline,
+            log=self.log,
+        )
+        if baseline is None:
+            raise AirflowSkipException(
+                f"No baseline run for eval run {run_id} (baseline_run_id={self.baseline_run_id!r}); "
+                "nothing compared (allow_missing_baseline=True)"
+            )
+        self._baseline_id = baseline.id
+        self._check_completed("baseline_run_id", baseline)
+
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool_file:
+            spool = _Spool(spool_file) if path is not None else None
+            pairing = self._pair(client, eval_id, baseline, run, spool)
+            comparison = compare_runs(summarize(run), summarize(baseline), pairing, self.confidence)
+            summary = summary_lines(comparison, pairing)
+            for line in summary:
+                self.log.info("%s", line)
+            flips: dict[str, Any] = {"flips_path": None, "flips": None}
+            if path is not None and spool is not None:
+                if comparison.paired:
+                    flips = self._write_flips(client, eval_id, baseline.id, path, spool)
+                else:
+                    self.log.warning(
+                        "No flips file written to %s: the runs were not paired (%s), so no item is known "
+                        "to have flipped",
+                        path,
+                        comparison.reason,
+                    )
+        return {
+            **comparison.to_xcom(),
+            "eval_id": eval_id,
+            "pairing": pairing.to_xcom(),
+            "summary": summary,
+            **flips,
+        }
+
+    def _pages(self, client: EvalsClient, eval_id: str, run_id: str) -> Iterator[list[OutputItem]]:
+        """A run's items a page at a time, the next page fetched while this one is paired or written (one
+        page ahead: memory stays a few pages, and the wait for the API overlaps the work on the last)."""
+        pages = client.list_output_item_pages(eval_id, run_id, limit=MAX_PAGE_SIZE)
+        with read_ahead(pages) as ahead:
+            for page in ahead:
+                yield page.data
+
+    def _pair(
+        self, client: EvalsClient, eval_id: str, baseline: EvalRun, run: EvalRun, spool: _Spool | None
+    ) -> Pairing:
+        """Pass 1: the baseline into its compact map, then the candidate past it, a page at a time."""
+        outcomes = BaselineOutcomes(baseline.id)
+        baseline_rows, baseline_items = _RowDigest(), 0
+        for items in self._pages(client, eval_id, baseline.id):
+            outcomes.add(items)
+            baseline_rows.add(items)
+            baseline_items += len(items)
+        if baseline_items == 0:
+            raise EvalsConfigError(
+                "baseline_run_id",
+                f"baseline run {baseline.id} has no output items, so there is nothing to pair with (the run "
+                "graded nothing, or its items were deleted); name a run that has them",
+            )
+        pairer = Pairer(outcomes, run.id, on_flip=spool.add if spool is not None else None)
+        candidate_rows, candidate_items = _RowDigest(), 0
+        for items in self._pages(client, eval_id, run.id):
+            pairer.add(items)
+            candidate_rows.add(items)
+            candidate_items += len(items)
+        if candidate_items == 0:
+            raise EvalsConfigError(
+                "run_id", f"run {run.id} has no output items, so there is nothing to compare"
+            )
+        pairing = pairer.result()
+        self.log.info(
+            "Read %d output items of baseline run %s and %d of run %s",
+            baseline_items,
+            baseline.id,
+            candidate_items,
+            run.id,
+        )
+        if pairing.pairable and pairing.unmatched == 0 and baseline_rows.value != candidate_rows.value:
+            return _unpairable(
+                pairing,
+                "runs have different rows: items with the same datasource_item_id hold different data "
+                "source rows (did the runs read different files?), so they cannot be paired",
+            )
+        return pairing
+
+    def _write_flips(
+        self, client: EvalsClient, eval_id: str, baseline_id: str, path: ObjectStoragePath, spool: _Spool
+    ) -> dict[str, Any]:
+        """Pass 2: the baseline again; each flipped item becomes one line with both runs' sides."""
+        wanted = spool.index
+        written: set[int] = set()
+        size = 0
+        self.log.info("Writing %d flipped items to %s", len(wanted), path)
+        try:
+            with atomic_write(path.fs, path.path) as handle:
+                if wanted:  # no flips: an empty file, without reading the baseline again
+                    for items in self._pages(client, eval_id, baseline_id):
+                        for item in items:
+                            key = item.datasource_item_id
+                            if key is None or key not in wanted or key in written:
+                                continue
+                            record = spool.read(key)
+                            line = {
+                                "datasource_item_id": key,
+                                "direction": record["direction"],
+                                "criteria": record["criteria"],
+                                "item": item.datasource_item,
+                                "baseline": item_side(item),
+                                "candidate": record["candidate"],
+                            }
+                            data = json.dumps(line, ensure_ascii=False).encode() + b"\n"
+                            handle.write(data)
+                            size += len(data)
+                            written.add(key)
+                    if len(written) != len(wanted):
+                        missing = sorted(set(wanted) - written)
+                        raise FlipsChanged(
+                            f"baseline run {baseline_id} no longer lists {len(missing)} of the "
+                            f"{len(wanted)} flipped items (datasource_item_id {missing[:5]}...); no flips file "
+                            "written"
+                        )
+        except UnwritableTarget as exc:
+            raise unwritable(path, exc) from None
+        self._written = (path, len(written), size)
+        self.log.info("Wrote %d flipped items (%d bytes) to %s", len(written), size, path)
+        return {"flips_path": str(path), "flips": len(written)}
+
+    # -- lineage -------------------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs: both runs' results; output: the flips file, with its line count and size. Facet: the
+        candidate run's ids, status and pass rates. None without the OpenLineage provider."""
+        return lineage.to_operator_lineage(self._lineage_report)
+
+    def _lineage_report(self) -> lineage.LineageReport | None:
+        namespace = lineage.namespace_of(self.hook)
+        if namespace is None:
+            return None
+        eval_id, run_id = str(self.eval_id), str(self.run_id)
+        inputs = [lineage.run_dataset(namespace, eval_id, run_id)]
+        if self._baseline_id:
+            inputs.append(lineage.run_dataset(namespace, eval_id, self._baseline_id))
+        outputs = []
+        if self._written is not None:
+            path, count, size = self._written
+            outputs.append(lineage.storage_dataset(path, row_count=count, size_bytes=size))
+        return lineage.LineageReport(
+            api_namespace=namespace,
+            inputs=inputs,
+            outputs=outputs,
+            facet=lineage.run_facet_fields(self._observed, eval_id, run_id),
+            external_run_id=run_id,
+        )
+
+
+def _unpairable(pairing: Pairing, reason: str) -> Pairing:
+    """The pairing, declared unpairable: as ``Pairer`` reports runs it could not pair (every count 0)."""
+    return Pairing(
+        baseline_run_id=pairing.baseline_run_id,
+        candidate_run_id=pairing.candidate_run_id,
+        unpairable_reason=reason,
+        matched=0,
+        missing_in_candidate=0,
+        missing_in_baseline=0,
+        errored_baseline=0,
+        errored_candidate=0,
+        overall=PairedCounts(),
+    )
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def summary_lines(comparison: Comparison, pairing: Pairing) -> list[str]:
+    """The comparison for a person: what was paired, then one line per check. Logged, and returned in the
+    XCom so a notification downstream can quote it without formatting numbers itself."""
+    how = "paired" if comparison.paired else "not paired"
+    lines = [
+        f"eval run {comparison.candidate_run_id} against baseline {comparison.baseline_run_id}: {how} "
+        f"({comparison.reason}); {_or_dash(comparison.matched)} matched, "
+        f"{_or_dash(comparison.missing_in_candidate)} missing from the run, "
+        f"{_or_dash(comparison.missing_in_baseline)} missing from the baseline; errored items: "
+        f"{pairing.errored_baseline} in the baseline, {pairing.errored_candidate} in the run"
+    ]
+    lines.extend(comparison_line(check) for check in (comparison.overall, *comparison.criteria))
+    for side, names in (
+        ("run", comparison.criteria_only_in_candidate),
+        ("baseline", comparison.criteria_only_in_baseline),
+    ):
+        if names:
+            lines.append(f"criteria only in the {side}, not compared: {', '.join(names)}")
+    return lines
+
+
+def comparison_line(check: RateComparison) -> str:
+    """One check in words: the rates, the difference with its interval, p, the flips, the test and why."""
+    head = f"{check.name}: {_pct(check.baseline.rate)} -> {_pct(check.candidate.rate)}"
+    d, low, high, p = check.difference, check.low, check.high, check.p_value
+    if d is None or low is None or high is None or p is None:
+        return f"{head}; not tested: {check.reason}"
+    level = f"{check.confidence * 100:g}%"
+    text = f"{head} ({d * 100:+.1f} points, {level} CI {low * 100:+.1f} to {high * 100:+.1f}), p={p:.4g}"
+    if check.pass_to_fail is not None and check.fail_to_pass is not None:
+        text += f", {check.pass_to_fail} {PASS_TO_FAIL} / {check.fail_to_pass} {FAIL_TO_PASS}"
+    return f"{text}; {check.test}: {check.reason}"
