@@ -493,10 +493,10 @@ def _pct(rate: float | None) -> str:
 def summary_lines(comparison: Comparison, pairing: Pairing) -> list[str]:
     """The comparison for a person: what was paired, then one line per check. Logged, and returned in the
     XCom so a notification downstream can quote it without formatting numbers itself."""
-    how = "paired" if comparison.paired else "not paired"
+    how = comparison.reason if comparison.paired else f"not paired ({comparison.reason})"
     lines = [
-        f"eval run {comparison.candidate_run_id} against baseline {comparison.baseline_run_id}: {how} "
-        f"({comparison.reason}); {_or_dash(comparison.matched)} matched, "
+        f"eval run {comparison.candidate_run_id} against baseline {comparison.baseline_run_id}: {how}; "
+        f"{_or_dash(comparison.matched)} matched, "
         f"{_or_dash(comparison.missing_in_candidate)} missing from the run, "
         f"{_or_dash(comparison.missing_in_baseline)} missing from the baseline; errored items: "
         f"{pairing.errored_baseline} in the baseline, {pairing.errored_candidate} in the run"

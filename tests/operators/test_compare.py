@@ -189,7 +189,7 @@ def test_flips_counts_and_exact_p_values_overall_and_per_criterion(server: FakeE
     # interval, p, flips, test and why.
     head, *checks = result["summary"]
     assert head == (
-        f"eval run {run_id} against baseline {baseline_id}: paired (paired by datasource_item_id (40 items)); "
+        f"eval run {run_id} against baseline {baseline_id}: paired by datasource_item_id (40 items); "
         "40 matched, 0 missing from the run, 0 missing from the baseline; errored items: 0 in the baseline, "
         "1 in the run"
     )
@@ -264,6 +264,10 @@ def test_runs_over_different_rows_of_the_same_length_are_not_paired(server: Fake
     assert result["pairing"]["pairable"] is False
     assert result["pairing"]["unpairable_reason"] == result["reason"]
     assert result["matched"] is None  # nothing was paired
+    assert result["summary"][0].endswith(
+        f"not paired ({result['reason']}); - matched, - missing from the run, - missing from the baseline; "
+        "errored items: 0 in the baseline, 0 in the run"
+    )
 
 
 def test_errored_items_are_counted_not_passed(server: FakeEvalsServer) -> None:
