@@ -335,17 +335,7 @@ def _regressions_on_evidence(comparison: Comparison, tolerance: float, alpha: fl
         evidence = rc.to_xcom()
         now, before = rc.candidate.rate, rc.baseline.rate
         if rc.regression is None or now is None or before is None:
-            side = "this run" if now is None else "the baseline"
-            checks.append(
-                Check(
-                    name,
-                    now,
-                    tolerance,
-                    now is not None,
-                    f"{what}: {side} has no results; regression not measured",
-                    evidence=evidence,
-                )
-            )
+            checks.append(_not_measured(name, what, now, tolerance, evidence))
             continue
         drop = rc.regression
         figures = _test_figures(rc)
@@ -366,6 +356,22 @@ def _regressions_on_evidence(comparison: Comparison, tolerance: float, alpha: fl
         )
         checks.append(Check(name, now, tolerance, outcome == PASSED, detail, outcome, evidence))
     return checks
+
+
+def _not_measured(
+    name: str, what: str, now: float | None, tolerance: float, evidence: Mapping[str, Any] | None = None
+) -> Check:
+    """A regression that cannot be measured: failed when this run has no results, passed when only the
+    baseline has none, since there is nothing to have regressed from."""
+    side = "this run" if now is None else "the baseline"
+    return Check(
+        name,
+        now,
+        tolerance,
+        now is not None,
+        f"{what}: {side} has no results; regression not measured",
+        evidence=evidence,
+    )
 
 
 def _test_figures(rc: RateComparison) -> str:
@@ -403,16 +409,7 @@ def _regressions(summary: RunSummary, baseline: RunSummary, tolerance: float) ->
     checks = []
     for name, what, now, before in pairs:
         if now is None or before is None:
-            side = "this run" if now is None else "the baseline"
-            checks.append(
-                Check(
-                    name,
-                    now,
-                    tolerance,
-                    now is not None,
-                    f"{what}: {side} has no results; regression not measured",
-                )
-            )
+            checks.append(_not_measured(name, what, now, tolerance))
             continue
         drop = before - now
         ok = drop <= tolerance + EPSILON
