@@ -91,7 +91,7 @@ def _result(
             retry_after=parse_retry_after(headers),
             secrets=secrets_in(auth_headers),
         )
-    if not body.strip():
+    if not body or body.isspace():  # isspace stops at the first other byte; strip would copy a page
         raise EvalsServerError(
             f"the response (HTTP {status}) had an empty body",
             status_code=status,
