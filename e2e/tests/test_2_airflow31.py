@@ -1,10 +1,18 @@
-"""Airflow 3.1.8 smoke run: the example DAG ``example_watch_external_run`` (deferrable sensor, then a branch
-on the pass rate) under a real api-server, scheduler, dag-processor and triggerer, with its own AIRFLOW_HOME
-and database; then the same secret audit as on 3.3."""
+"""Airflow 3.1.8 smoke run under a real api-server, scheduler, dag-processor and triggerer, with its own
+AIRFLOW_HOME and database:
+
+* ``example_watch_external_run``: a deferrable sensor, then a branch on the pass rate;
+* ``example_release_gate``: a baseline, then a candidate whose drop is inconclusive, so the standard
+  provider's ``ApprovalOperator`` defers to its ``HITLTrigger`` (3.1 has no ``awaiting_input`` state) until
+  the test approves through the HITL REST API, as the Required Actions page does. ``dag.test()`` cannot
+  run that trigger on 3.1, so this is where the review path is proven on 3.1;
+
+then the same secret audit as on 3.3."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from e2e.harness import (
@@ -22,6 +30,57 @@ from e2e.harness import (
 )
 
 DAG = "example_watch_external_run"
+RELEASE_DAG = "example_release_gate"
+
+
+def release_gate(af: Airflow, fake: Fake) -> dict[str, dict[str, str]]:
+    """A promoted baseline, then an inconclusive candidate that a person approves; the task states of both."""
+    rows = b"".join(
+        json.dumps({"item": {"headline": f"h{i}", "label": "News"}}).encode() + b"\n" for i in range(50)
+    )
+    upload = fake.http.post(
+        f"{fake.base_url}/files",
+        files={"file": ("golden.jsonl", rows)},
+        data={"purpose": "evals"},
+        headers={"Authorization": f"Bearer {fake.api_key}"},
+        timeout=30,
+    )
+    upload.raise_for_status()
+    conf = {"dataset_file_id": upload.json()["id"]}
+    # 3 pass->fail and 1 fail->pass on 50 items: a 4-point drop, p = 0.625: the gate cannot tell.
+    nights = {
+        "baseline": ["pass"] * 45 + ["fail"] * 5,
+        "candidate": ["fail"] * 3 + ["pass"] * 42 + ["pass"] + ["fail"] * 4,
+    }
+    states: dict[str, dict[str, str]] = {}
+    for night, outcomes in nights.items():
+        script = {"queued_seconds": 0.5, "in_progress_seconds": 1, "outcomes": outcomes}
+        fake.ctl("POST", "script", {"script": script, "count": 1})
+        run_id = af.trigger(RELEASE_DAG, conf)
+        if night == "candidate":
+            detail_path = f"/dags/{RELEASE_DAG}/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails"
+            wait_for(
+                "the review task to defer to HITLTrigger",
+                lambda: af.task_instance(RELEASE_DAG, run_id, "review")["state"] == "deferred",  # noqa: B023
+                timeout=180,
+                interval=2,
+                on_timeout=af.dump,
+            )
+            asked = af.rest("GET", detail_path)
+            assert asked["subject"] == "Release gpt-4o-mini? The eval cannot tell yet.", asked
+            assert "**inconclusive**" in asked["body"], asked
+            assert "Items that flipped: 4" in asked["body"], asked
+            af.rest("PATCH", detail_path, {"chosen_options": ["Approve"], "params_input": {}})
+        assert af.wait_dag_run(RELEASE_DAG, run_id, timeout=300) == "success", night
+        states[night] = {ti["task_id"]: ti["state"] for ti in af.task_instances(RELEASE_DAG, run_id)}
+    assert (states["baseline"]["release"], states["baseline"]["promote"]) == ("success", "success"), states
+    assert states["baseline"]["compare"] == "skipped", states  # no earlier run: nothing to compare with
+    candidate = states["candidate"]
+    assert (candidate["release"], candidate["block_release"]) == ("skipped", "skipped"), states
+    assert (candidate["review"], candidate["promote"]) == ("success", "success"), states
+    review_log = af.task_log(RELEASE_DAG, run_id, "review", 1)
+    assert "Approve" in review_log, review_log[-2000:]
+    return states
 
 
 def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: str, report: Report) -> None:
@@ -36,6 +95,7 @@ def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: s
             extra_env={
                 "AIRFLOW_CONN_AOAI_EVALS_DEFAULT": json.dumps(conn),
                 "AOAI_EVALS_EXAMPLE_POLL_INTERVAL": "2",
+                "AIRFLOW_VAR_AOAI_EVALS_EXPORT_ROOT": Path(ART / "airflow-3.1" / "exports").as_uri(),
             },
             bundles=[("provider_examples", REPO / "example_dags")],
         )
@@ -43,6 +103,8 @@ def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: s
         af.start()
         af.wait_dag(DAG)
         af.unpause(DAG)
+        af.wait_dag(RELEASE_DAG)
+        af.unpause(RELEASE_DAG)
     try:
         eval_id = fake.add_eval("e2e-af31")
         # 10 graded items each: all pass (pass rate 100 %: accept), every second one fails (50 %: reject).
@@ -87,6 +149,8 @@ def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: s
         assert "deferring until it finishes" in log_text, log_text[-2000:]
         accept_log = af.task_log(DAG, good_run, "accept", 1)
         assert "pass rate 100.0%" in accept_log, accept_log[-2000:]
+        with stage("airflow-3.1-release-gate", report):
+            release_states = release_gate(af, fake)
     finally:
         af.stop()
 
@@ -102,6 +166,7 @@ def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: s
         "dag": DAG,
         "dag_runs": 2,
         "task_states": states,
+        "release_gate_task_states": release_states,
         "db": audit["counts"],
         "db_hits": audit["hits"],
         "pg_dump_hits": sum(dump.count(n) for n in needles),
