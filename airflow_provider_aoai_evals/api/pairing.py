@@ -26,12 +26,21 @@ What an item's outcome is (the pass-rate policy of ``summary.py``, per item):
 Nothing is dropped silently: items found in one run only are counted (``missing_in_candidate``,
 ``missing_in_baseline``), and an item without a ``datasource_item_id`` (or with one seen twice in a
 run) makes the runs unpairable, with the reason, since pairs could then not be trusted.
+
+Pairing trusts that item 7 of both runs is the same row. Two runs over different files of the same length
+would pair row 7 of one with row 7 of the other, and McNemar would then test flips between unrelated
+rows. So each run's ``(datasource_item_id, datasource_item)`` pairs are also folded into an
+order-independent digest (the sum of each item's 64-bit hash): runs whose ids all matched but whose digests differ are unpairable
+("different rows"). Equal digests mean equal rows up to a ~2**-64 chance, at O(1) memory where a per-item
+check would hold every row's hash.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any
 
 from airflow_provider_aoai_evals.api.models import OutputItem
@@ -212,6 +221,19 @@ def _outcome(item: OutputItem, table: _CriterionTable) -> int:
     return outcome | table.bits(item)
 
 
+DIFFERENT_ROWS = (
+    "runs have different rows: items with the same datasource_item_id hold different data source rows "
+    "(did the runs read different files?), so they cannot be paired"
+)
+
+
+def _row_digest(item: OutputItem) -> int:
+    row = json.dumps(item.datasource_item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return int.from_bytes(
+        blake2b(f"{item.datasource_item_id}\0{row}".encode(), digest_size=8).digest(), "little"
+    )
+
+
 class BaselineOutcomes:
     """One run's per-item outcomes, filled a page at a time: ``add(page.data)`` for every page."""
 
@@ -221,6 +243,8 @@ class BaselineOutcomes:
         self._table = _CriterionTable()
         self._items: dict[int, int] = {}
         self.errored = 0
+        #: the sum of the items' 64-bit row digests: equal for equal sets of rows, in any order
+        self.rows = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -238,6 +262,7 @@ class BaselineOutcomes:
                 outcome = _outcome(item, self._table)
                 self._items[key] = outcome
                 self.errored += bool(outcome & _ERRORED)
+                self.rows += _row_digest(item)
 
     def _unpairable(self, reason: str) -> None:
         self.unpairable_reason = reason
@@ -270,6 +295,7 @@ class Pairer:
         self._criteria: dict[int, list[int]] = {}  # index -> the same four, then one_sided
         self._matched = 0
         self._errored = 0
+        self._rows = 0  # the candidate's digest of matched items, as ``BaselineOutcomes.rows``
 
     def add(self, items: Iterable[OutputItem]) -> None:
         table = self.baseline._table
@@ -297,6 +323,7 @@ class Pairer:
                 return
             stored[key] = before | _MATCHED
             self._matched += 1
+            self._rows += _row_digest(item)
             self._tally(self._overall, bool(before & _PASSED), bool(outcome & _PASSED))
             graded = (before | outcome) >> _FIRST_CRITERION_BIT
             i = 0
@@ -355,6 +382,13 @@ class Pairer:
         self._only_candidate.clear()
 
     def result(self) -> Pairing:
+        if (
+            self.unpairable_reason is None
+            and not self._only_candidate
+            and self._matched == len(self.baseline)
+            and self._rows != self.baseline.rows
+        ):
+            self._unpairable(DIFFERENT_ROWS)
         names = {i: key for key, i in self.baseline._table.index.items()}
         criteria = tuple(
             sorted(

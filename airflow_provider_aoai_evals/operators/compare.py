@@ -8,9 +8,8 @@ read them. Two runs of one eval grade the same rows; pairing them by ``datasourc
 Memory is bounded by one run's compact outcome map, never by a run's items:
 
 * pass 1 streams the baseline's output items a page at a time into ``pairing.BaselineOutcomes`` (an int
-  per item), then streams the candidate's past it; nothing else of either run is kept. Each run's rows
-  are also folded into a 64-bit digest, which is how "the same ``datasource_item_id`` is the same row"
-  is checked without holding the rows;
+  per item), then streams the candidate's past it; nothing else of either run is kept (``pairing`` checks
+  that the same ``datasource_item_id`` is the same row with a digest, without holding the rows);
 * with a destination, the candidate's side of each flipped item (its output text and grader results) is
   written to a local spool file as it is paired, and the flipped ids are held in a dict; pass 2 streams
   the baseline again and writes, for each flipped id, one line with both sides. What is held in memory
@@ -25,7 +24,6 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from hashlib import blake2b
 from typing import IO, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -45,7 +43,6 @@ from airflow_provider_aoai_evals.api.pairing import (
     PASS_TO_FAIL,
     BaselineOutcomes,
     Flip,
-    PairedCounts,
     Pairer,
     Pairing,
 )
@@ -76,7 +73,6 @@ from airflow_provider_aoai_evals.templating import TemplatedIds
 _NO_FILE = "no flips file"
 #: The spool of flipped items stays in memory up to this size, then moves to a temporary file on disk.
 SPOOL_MEMORY_BYTES = 4 * 1024 * 1024
-_DIGEST_MOD = 1 << 64
 
 
 class FlipsChanged(AirflowException):
@@ -133,27 +129,6 @@ def item_side(item: OutputItem) -> dict[str, Any]:
         "error": error if isinstance(error, dict) and (error.get("code") or error.get("message")) else None,
         "results": [r.model_dump(mode="json", exclude_unset=True) for r in item.results],
     }
-
-
-class _RowDigest:
-    """An order-independent 64-bit digest of a run's ``(datasource_item_id, row)`` pairs.
-
-    Pairing trusts that item 7 of both runs is the same row. Two runs over different files of the same
-    length would pair row 7 of one with row 7 of the other, and McNemar would then test flips between
-    unrelated rows. Equal digests for two runs whose ids all matched mean their rows match too (up to a
-    ~2**-64 chance); it costs O(1) memory where a per-item check would hold every row's hash.
-    """
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def add(self, items: Sequence[OutputItem]) -> None:
-        total = self.value
-        for item in items:
-            row = json.dumps(item.datasource_item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            digest = blake2b(f"{item.datasource_item_id}\0{row}".encode(), digest_size=8).digest()
-            total += int.from_bytes(digest, "little")
-        self.value = total % _DIGEST_MOD
 
 
 @dataclass
@@ -360,10 +335,9 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
     ) -> Pairing:
         """Pass 1: the baseline into its compact map, then the candidate past it, a page at a time."""
         outcomes = BaselineOutcomes(baseline.id)
-        baseline_rows, baseline_items = _RowDigest(), 0
+        baseline_items = 0
         for items in self._pages(client, eval_id, baseline.id):
             outcomes.add(items)
-            baseline_rows.add(items)
             baseline_items += len(items)
         if baseline_items == 0:
             raise EvalsConfigError(
@@ -372,10 +346,9 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
                 "graded nothing, or its items were deleted); name a run that has them",
             )
         pairer = Pairer(outcomes, run.id, on_flip=spool.add if spool is not None else None)
-        candidate_rows, candidate_items = _RowDigest(), 0
+        candidate_items = 0
         for items in self._pages(client, eval_id, run.id):
             pairer.add(items)
-            candidate_rows.add(items)
             candidate_items += len(items)
         if candidate_items == 0:
             raise EvalsConfigError(
@@ -389,12 +362,6 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
             candidate_items,
             run.id,
         )
-        if pairing.pairable and pairing.unmatched == 0 and baseline_rows.value != candidate_rows.value:
-            return _unpairable(
-                pairing,
-                "runs have different rows: items with the same datasource_item_id hold different data "
-                "source rows (did the runs read different files?), so they cannot be paired",
-            )
         return pairing
 
     def _write_flips(
@@ -465,21 +432,6 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
             facet=lineage.run_facet_fields(self._observed, eval_id, run_id),
             external_run_id=run_id,
         )
-
-
-def _unpairable(pairing: Pairing, reason: str) -> Pairing:
-    """The pairing, declared unpairable: as ``Pairer`` reports runs it could not pair (every count 0)."""
-    return Pairing(
-        baseline_run_id=pairing.baseline_run_id,
-        candidate_run_id=pairing.candidate_run_id,
-        unpairable_reason=reason,
-        matched=0,
-        missing_in_candidate=0,
-        missing_in_baseline=0,
-        errored_baseline=0,
-        errored_candidate=0,
-        overall=PairedCounts(),
-    )
 
 
 def _or_dash(value: int | None) -> str:

@@ -23,6 +23,7 @@ from airflow.providers.common.compat.sdk import AirflowSkipException, ObjectStor
 from airflow_provider_aoai_evals.api.errors import EvalsBadRequestError, EvalsConfigError
 from airflow_provider_aoai_evals.api.pairing import FAIL_TO_PASS, PASS_TO_FAIL
 from airflow_provider_aoai_evals.operators.compare import EvalRunCompareOperator
+from airflow_provider_aoai_evals.operators.quality_gate import EvalGateFailed, EvalRunCheckOperator
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
 from tests.integration.hostile import Reply, Request, hostile, respond
 from tests.support import connection_json, served_as_default_connection
@@ -268,6 +269,37 @@ def test_runs_over_different_rows_of_the_same_length_are_not_paired(server: Fake
         f"not paired ({result['reason']}); - matched, - missing from the run, - missing from the baseline; "
         "errored items: 0 in the baseline, 0 in the run"
     )
+
+
+def test_the_gate_does_not_pair_different_rows_either(server: FakeEvalsServer) -> None:
+    """The gate's regression test pairs as the compare operator does: the same refusal, the same reason."""
+    eval_id = new_eval(server)
+    baseline_id = add_run(server, eval_id, BASELINE)
+    run_id = add_run(server, eval_id, CANDIDATE, rows(N, tag=" (other file)"))
+    gate = EvalRunCheckOperator(
+        task_id="gate",
+        eval_id=eval_id,
+        run_id=run_id,
+        baseline_run_id=baseline_id,
+        max_regression=0.02,
+        regression_alpha=0.05,
+    )
+    pushed: dict[str, Any] = {}
+
+    class Ti:  # outside a task runner; the DAG tests run gates through dag.test()
+        def xcom_push(self, key: str, value: Any) -> None:
+            pushed[key] = value
+
+    # 90% -> 72.5% is significant even as two samples (p = 0.045), so the gate still fails.
+    with pytest.raises(EvalGateFailed, match="runs have different rows"):
+        gate.execute(cast(Any, {"ti": Ti()}))
+    verdict = pushed["verdict"]
+    comparison = verdict["comparison"]
+    assert comparison["paired"] is False and comparison["test"] == "two-proportions-z"
+    assert comparison["reason"] == compare(eval_id, run_id, baseline_id).execute({})["reason"]
+    assert comparison["reason"].startswith("runs have different rows")
+    check = next(c for c in verdict["checks"] if c["name"] == "regression:pass_rate")
+    assert check["evidence"]["test"] == "two-proportions-z" and check["evidence"]["pass_to_fail"] is None
 
 
 def test_errored_items_are_counted_not_passed(server: FakeEvalsServer) -> None:
