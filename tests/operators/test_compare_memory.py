@@ -1,13 +1,14 @@
 """EvalRunCompareOperator's memory stays bounded: it streams both runs, never lists one.
 
-Not ``compat``: what is measured is this provider's streaming, not Airflow's; and it takes ~12 s.
+Not ``compat``: what is checked is this provider's streaming, not Airflow's. A generous cap on peak RSS
+growth, far below what listing one run costs, so it catches a run being held, not a few MB of drift; the
+memory figures themselves are measured by ``make bench`` (benchmarks/compare_runs.py).
 """
 
 from __future__ import annotations
 
 import gc
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +22,8 @@ KEY = "sk-compare-memory-canary-0b3e"
 N = 20_000
 #: Same unread file id for both runs: the fake gives both the same synthetic rows, so they pair.
 SOURCE = {"type": "jsonl", "source": {"type": "file_id", "id": "file-compare-memory"}}
-#: Measured: ~17 MB of peak RSS growth for the comparison with its flips file (the baseline's outcome
-#: map, 8,334 flips' ids and offsets, a 4 MB in-memory spool before it moves to disk), against ~105 MB for
-#: ``list(client.list_output_items(...))`` of one of these runs alone.
+#: What the comparison holds (the baseline's outcome map, the flips' ids and offsets, a 4 MB spool before it
+#: moves to disk) is a fraction of this; ``list(client.list_output_items(...))`` of one run alone is more.
 MAX_GROWTH_BYTES = 48 * 1024 * 1024
 
 
@@ -66,11 +66,9 @@ def test_20000_items_compared_and_flips_written_with_bounded_memory(
 
     before = status_bytes("VmRSS")
     reset_peak_rss()
-    started = time.monotonic()
     result = EvalRunCompareOperator(
         task_id="compare", eval_id=eval_id, run_id=run_id, baseline_run_id=baseline_id, destination=str(out)
     ).execute({})
-    elapsed = time.monotonic() - started
     growth = status_bytes("VmHWM") - before
 
     # Every 3rd item (i + 1 = 3, 6, ...) fails in the baseline, every 4th in the candidate.
@@ -83,4 +81,3 @@ def test_20000_items_compared_and_flips_written_with_bounded_memory(
     )
     assert result["flips"] == pass_to_fail + fail_to_pass == sum(1 for _ in out.open())
     assert growth < MAX_GROWTH_BYTES, f"peak RSS grew {growth / 2**20:.1f} MB comparing 2 x {N} items"
-    assert elapsed < 60, f"{elapsed:.1f}s"
