@@ -6,8 +6,8 @@
 * ``run_eval`` starts one run per DAG run (a retry reattaches instead of starting a duplicate) and waits in
   the triggerer.
 * ``export_failures`` streams the failing output items to object storage: set the Airflow Variable
-  ``aoai_evals_export_root`` to any ObjectStoragePath root (``s3://bucket/evals``, ``abfs://container@account.dfs.core.windows.net/evals``,
-  ``file:///data/evals``).
+  ``aoai_evals_export_root`` to any ObjectStoragePath root: ``s3://bucket/evals``, ``abfs://container/evals``
+  (the storage account comes from the Azure connection, docs/export.md), ``file:///data/evals``.
 * ``quality_gate`` follows ``promote`` when the run meets its thresholds and did not regress more than
   ten points against the previous completed run of the same dataset, else ``alert``.
 
