@@ -15,6 +15,7 @@ from airflow_provider_aoai_evals.api.defaults import (
     TRIGGER_CONNECTION_REUSE_OPTION,
 )
 from airflow_provider_aoai_evals.hooks import connection_form
+from airflow_provider_aoai_evals.ui import settings as ui_settings
 
 PACKAGE_NAME = "airflow-provider-aoai-evals"
 INTEGRATION_NAME = "OpenAI / Azure OpenAI Evals"
@@ -75,7 +76,19 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "float",
                         "example": "0",
                         "default": str(DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS),
-                    }
+                    },
+                    ui_settings.CACHE_TTL_OPTION[1]: {
+                        "description": (
+                            "Seconds for which the api-server keeps the Evals API's answers (eval lists, "
+                            "run lists, run pairings) that the provider's Airflow UI pages show, so views "
+                            "within that time send no request. Per api-server process, at most "
+                            f"{ui_settings.CACHE_MAX_ENTRIES} entries. 0 turns caching off."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "0",
+                        "default": str(ui_settings.DEFAULT_CACHE_TTL_SECONDS),
+                    },
                 },
             }
         },
