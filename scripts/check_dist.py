@@ -26,6 +26,8 @@ PACKAGE = "airflow_provider_aoai_evals"
 DIST_NAME = "airflow-provider-aoai-evals"
 LICENSE_EXPRESSION = "Apache-2.0"
 ENTRY_POINT = f"provider_info = {PACKAGE}.get_provider_info:get_provider_info"
+#: The Airflow UI plugin (docs/ui.md): without it the wheel installs, and the UI silently has no Evals page.
+PLUGIN_ENTRY_POINT = f"aoai_evals_ui = {PACKAGE}.ui.plugin:AoaiEvalsUIPlugin"
 #: Top-level folders of the repository that must never be installed; named so a failure says which.
 NEVER_SHIPPED = ("tests", "benchmarks", "e2e", "scripts", "example_dags", "docs", "constraints")
 
@@ -114,6 +116,8 @@ def check_wheel(wheel: Path, repo: Path, version: str, problems: list[str]) -> i
         entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
         if "[apache_airflow_provider]" not in entry_points or ENTRY_POINT not in entry_points:
             problems.append(f"wheel's entry points lack [apache_airflow_provider] {ENTRY_POINT}")
+        if "[airflow.plugins]" not in entry_points or PLUGIN_ENTRY_POINT not in entry_points:
+            problems.append(f"wheel's entry points lack [airflow.plugins] {PLUGIN_ENTRY_POINT}")
     return len(names)
 
 

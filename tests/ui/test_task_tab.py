@@ -125,3 +125,13 @@ def test_a_task_without_eval_xcoms_says_so(admin, server):
     answer = admin.get("/aoai-evals/ti/no_such_dag/t/-1/manual__x")
     assert answer.status_code == 200
     assert by_class(answer.text, "empty", "p")
+
+
+def test_the_evals_page_marks_the_run_the_gate_failed(tab_run, admin):
+    _dag_run, ids, _flips = tab_run
+    answer = admin.get(f"/aoai-evals/connections/aoai_evals_default/evals/{ids['eval_id']}")
+    assert answer.status_code == 200
+    marks = {m.attrs["data-run-id"]: m.attrs["data-gate"] for m in by_class(answer.text, "gate-mark")}
+    assert marks == {ids["run_id"]: "failed"}
+    rows = {r.attrs["data-run-id"]: r.attrs.get("data-gate") for r in by_class(answer.text, "run", "tr")}
+    assert rows == {ids["run_id"]: "failed", ids["baseline_run_id"]: None}
