@@ -46,7 +46,7 @@ class RunRow:
 class EvalRuns:
     eval: EvalInfo
     runs: tuple[RunRow, ...]  # oldest first
-    #: True when the eval has more runs than ``settings.MAX_RUNS`` (only the newest are shown).
+    #: True when the limit (``settings.MAX_RUNS``) was reached: older runs, if any, are not shown.
     truncated: bool
 
 
@@ -101,10 +101,11 @@ def eval_runs(conn_id: str, eval_id: str) -> EvalRuns:
         with _client(conn_id) as client:
             found = client.get_eval(eval_id)
             criteria = tuple(str(c.get("name") or c.get("type") or "") for c in found.testing_criteria)
-            newest = list(itertools.islice(client.list_runs(eval_id, order="desc"), settings.MAX_RUNS + 1))
-        truncated = len(newest) > settings.MAX_RUNS
+            # No look past the limit: asking whether run 1,001 exists would cost an 11th list request.
+            newest = list(itertools.islice(client.list_runs(eval_id, order="desc"), settings.MAX_RUNS))
+        truncated = len(newest) == settings.MAX_RUNS
         rows = []
-        for run in reversed(newest[: settings.MAX_RUNS]):
+        for run in reversed(newest):
             summary = summarize(run)  # drops data_source
             rows.append(RunRow(summary, run_rates(summary)))
         rows.sort(key=lambda r: r.summary.created_at or 0)
