@@ -30,6 +30,7 @@ BENCHMARKS: list[str] = [
     "client_get_run",
     "trigger_waits",
     "export_items",
+    "ui_page",
 ]
 
 
