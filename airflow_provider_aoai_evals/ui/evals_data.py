@@ -19,6 +19,7 @@ from airflow_provider_aoai_evals.api.models import OutputItem
 from airflow_provider_aoai_evals.api.pairing import BaselineOutcomes, Flip, Pairer, Pairing
 from airflow_provider_aoai_evals.api.stats import RunRates, mcnemar_exact_p, run_rates
 from airflow_provider_aoai_evals.api.summary import RunSummary, summarize
+from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.ui import settings
 from airflow_provider_aoai_evals.ui.cache import TTLCache
@@ -96,6 +97,7 @@ def list_evals(conn_id: str) -> tuple[EvalInfo, ...]:
 
 def eval_runs(conn_id: str, eval_id: str) -> EvalRuns:
     """The eval and its newest runs (at most ``settings.MAX_RUNS``, so at most 10 list requests of 100)."""
+    validate_id("eval_id", eval_id)  # ids come from the page's URL: never a path of their own
 
     def load() -> EvalRuns:
         with _client(conn_id) as client:
@@ -115,6 +117,9 @@ def eval_runs(conn_id: str, eval_id: str) -> EvalRuns:
 
 
 def run_summary(conn_id: str, eval_id: str, run_id: str) -> RunSummary:
+    validate_id("eval_id", eval_id)
+    validate_id("run_id", run_id)
+
     def load() -> RunSummary:
         with _client(conn_id) as client:
             return summarize(client.get_run(eval_id, run_id))
@@ -154,6 +159,12 @@ def flips(conn_id: str, eval_id: str, baseline_run_id: str, candidate_run_id: st
     """Pair the two runs' output items (``api.pairing``) and keep the first flipped items, with the input
     and the candidate's output; the baseline's outputs of those items come from a second, early-stopping
     pass over the baseline (the pairing keeps no baseline items)."""
+    for name, value in (
+        ("eval_id", eval_id),
+        ("baseline_run_id", baseline_run_id),
+        ("run_id", candidate_run_id),
+    ):
+        validate_id(name, value)
 
     def load() -> FlipReport:
         shown: list[Flip] = []

@@ -192,3 +192,21 @@ def test_an_unknown_connection_renders_as_a_message(server, admin):
     assert answer.status_code == 404
     assert by_class(answer.text, "error", "section")
     assert "Traceback" not in answer.text
+
+
+def test_no_data_source_contents_reach_the_page(server, admin):
+    ev = server.add_eval(name="inline")
+    rows = [{"item": {"input": f"SECRET-ROW-{i}", "label": "x"}} for i in range(5)]
+    source = {"type": "jsonl", "source": {"type": "file_content", "content": rows}}
+    server.add_run(ev["id"], RunScript(queued_seconds=0, in_progress_seconds=0), data_source=source)
+    answer = admin.get(page(ev["id"]))
+    assert answer.status_code == 200
+    assert len(by_class(answer.text, "run", "tr")) == 1
+    assert "SECRET-ROW" not in answer.text
+
+
+def test_an_id_that_is_not_an_id_is_refused_before_any_request(server, admin):
+    answer = admin.get(page("eval..x"))
+    assert answer.status_code == 400
+    assert by_class(answer.text, "error", "section")
+    assert server.count() == 0
