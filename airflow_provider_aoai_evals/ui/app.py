@@ -103,6 +103,8 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # nothing to document: HTML pages only
+        # No redirect for a missing or extra "/": it would answer an anonymous request before the auth check.
+        redirect_slashes=False,
     )
     app.add_middleware(_SecurityHeaders)
 
@@ -115,14 +117,14 @@ def create_app() -> FastAPI:
     ) -> Response:
         """The Evals page: pick a connection (only those the user may read are listed)."""
         if connection_id:
-            target = f"{_prefix(request)}/connections/{quote(connection_id, safe='')}/"
+            target = f"{_prefix(request)}/connections/{quote(connection_id, safe='')}"
             if eval_id:
-                target += f"evals/{quote(eval_id, safe='')}"
+                target += f"/evals/{quote(eval_id, safe='')}"
             return RedirectResponse(target, status_code=303)
         return _render(request, "index.html", connections=airflow_data.readable_connection_ids(user))
 
     @app.get(
-        "/connections/{connection_id}/",
+        "/connections/{connection_id}",
         name="evals",
         dependencies=[Depends(requires_access_connection(method="GET"))],
     )

@@ -128,7 +128,7 @@ def test_a_run_name_with_markup_renders_as_text(server, admin):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in answer.text
     (cell,) = by_class(answer.text, "run-name", "td")
     assert cell.text == evil  # the text a browser shows
-    evals = admin.get(f"/aoai-evals/connections/{CONN_ID}/")
+    evals = admin.get(f"/aoai-evals/connections/{CONN_ID}")
     assert "<script" not in evals.text and "&lt;script&gt;" in evals.text
     assert "script-src" not in answer.headers["content-security-policy"]  # no script may run at all
     assert "default-src 'none'" in answer.headers["content-security-policy"]
@@ -167,7 +167,7 @@ def test_the_connection_picker_lists_readable_aoai_evals_connections(server, adm
 
 def test_the_evals_list_links_each_eval(server, admin):
     ids = [server.add_eval(name=f"e{i}")["id"] for i in range(3)]
-    answer = admin.get(f"/aoai-evals/connections/{CONN_ID}/")
+    answer = admin.get(f"/aoai-evals/connections/{CONN_ID}")
     assert answer.status_code == 200
     assert {
         r.attrs["data-eval-id"] for r in parse(answer.text) if r.tag == "tr" and "data-eval-id" in r.attrs

@@ -60,6 +60,12 @@ def test_anonymous_requests_to_every_route_are_refused(core_app, anonymous, serv
     assert server.count() == 0  # a refused request never reaches the API
 
 
+def test_anonymous_requests_get_no_redirect_either(anonymous, server):
+    for url in (f"/aoai-evals/connections/{CONN_ID}/", f"/aoai-evals/connections/{CONN_ID}/evals/e/"):
+        assert anonymous.get(url).status_code == 404  # no route, and no redirect to one
+    assert anonymous.get("/aoai-evals/").status_code in (401, 403)
+
+
 def test_a_user_without_connection_access_gets_403(core_app, viewer, server):
     for name, url in plugin_routes(core_app):
         answer = viewer.get(url)
