@@ -10,6 +10,7 @@ task that is not mapped (the route reads anything but an integer as -1).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
@@ -17,6 +18,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow_provider_aoai_evals.ui import settings
 
 
+@functools.cache
 def _fastapi_app() -> Any:
     from airflow_provider_aoai_evals.ui.app import create_app
 
@@ -24,11 +26,12 @@ def _fastapi_app() -> Any:
 
 
 class AoaiEvalsUIPlugin(AirflowPlugin):
+    """Every Airflow process loads plugins (schedulers, workers, task processes), only the api-server mounts
+    ``fastapi_apps``: the app, and with it FastAPI and Airflow's API security module (seconds of imports),
+    is built when ``fastapi_apps`` is first read on an instance, not when the plugin is imported."""
+
     name = "aoai_evals_ui"
-    fastapi_apps = [  # noqa: RUF012 - AirflowPlugin declares these as class attributes
-        {"app": _fastapi_app(), "url_prefix": settings.URL_PREFIX, "name": "OpenAI / Azure OpenAI Evals"}
-    ]
-    external_views = [  # noqa: RUF012
+    external_views = [  # noqa: RUF012 - AirflowPlugin declares these as class attributes
         {
             "name": "Evals",
             "href": f"{settings.URL_PREFIX}/",
@@ -42,3 +45,9 @@ class AoaiEvalsUIPlugin(AirflowPlugin):
             "url_route": "aoai-evals-run",
         },
     ]
+
+    @property
+    def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return [
+            {"app": _fastapi_app(), "url_prefix": settings.URL_PREFIX, "name": "OpenAI / Azure OpenAI Evals"}
+        ]

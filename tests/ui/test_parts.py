@@ -83,3 +83,18 @@ def test_a_run_without_the_key_has_no_creator():
 def test_task_instance_paths_encode_the_run_id_and_add_the_map_index():
     ti = TaskInstanceRef("d", "t", "manual__2025-01-01T00:00:00+00:00", 2)
     assert ti.ui_path == "/dags/d/runs/manual__2025-01-01T00%3A00%3A00%2B00%3A00/tasks/t/mapped/2"
+
+
+def test_loading_the_plugin_does_not_build_the_app():
+    """Every Airflow process loads plugins; only the api-server needs the app (FastAPI, the security module)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from airflow_provider_aoai_evals.ui.plugin import AoaiEvalsUIPlugin; "
+        "print('airflow_provider_aoai_evals.ui.app' in sys.modules); "
+        "apps = AoaiEvalsUIPlugin().fastapi_apps; "
+        "print('airflow_provider_aoai_evals.ui.app' in sys.modules, apps[0]['url_prefix'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "/aoai-evals"]
