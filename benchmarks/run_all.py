@@ -30,6 +30,7 @@ BENCHMARKS: list[str] = [
     "client_get_run",
     "trigger_waits",
     "export_items",
+    "compare_runs",
     "ui_page",
 ]
 
