@@ -583,7 +583,9 @@ class EvalsClient(_Common):
         limit: int | None = None,
         after: str | None = None,
     ) -> Iterator[Page[OutputItem]]:
-        """Page by page, so an export can stream each page out before fetching the next."""
+        """Page by page, so an export can stream each page out before fetching the next. Over the lean
+        transport, as the raw pages: a comparison reads every item of two runs, and requests' own
+        per-response work is a large share of a page's client-side cost."""
         size = _page_size(limit)
 
         def make(a: str | None) -> Call[Page[OutputItem]]:
@@ -591,7 +593,7 @@ class EvalsClient(_Common):
                 eval_id, run_id, after=a, limit=size, order=order, status=status
             )
 
-        return self._pages(make, after)
+        return self._pages(make, after, send=self._send_lean)
 
     def list_output_items(
         self,
