@@ -7,9 +7,11 @@ must not pay for (or be warmed up by) anything but the client they measure.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import platform
+import pstats
 import re
 import select
 import shutil
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = REPO_ROOT / ".artifacts" / "bench"
@@ -255,6 +257,25 @@ def machine() -> dict[str, Any]:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def publish(name: str, result: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """What every benchmark's ``main`` ends with: the table on stdout, the JSON artifact written."""
+    print()
+    print(render(result))
+    path = write_json(name, result)
+    print(f"results: {path}", flush=True)
+    return result
+
+
+def profile_report(prof: str | Path, label: str, top: int) -> str:
+    """A cProfile dump's top entries by own time and by cumulative time, under ``label``."""
+    report = []
+    for key in ("tottime", "cumulative"):
+        buffer = io.StringIO()
+        pstats.Stats(str(prof), stream=buffer).strip_dirs().sort_stats(key).print_stats(top)
+        report.append(f"--- {label}, top {top} by {key}\n{buffer.getvalue()}")
+    return "\n".join(report)
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:

@@ -21,10 +21,8 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import io
 import json
 import os
-import pstats
 import resource
 import sys
 import tempfile
@@ -44,10 +42,11 @@ from benchmarks._common import (
     median,
     now_iso,
     proc_cpu_seconds,
+    profile_report,
+    publish,
     run_child,
     spread_pct,
     versions,
-    write_json,
 )
 
 if TYPE_CHECKING:
@@ -245,12 +244,7 @@ def profile(variant: str, *, quick: bool = False, top: int = 25) -> str:
         run_child(
             [*_child_argv(variant, server, eval_id, run_id, n), "--profile-out", out], timeout=CHILD_TIMEOUT
         )
-        report = []
-        for key in ("tottime", "cumulative"):
-            buffer = io.StringIO()
-            pstats.Stats(out, stream=buffer).strip_dirs().sort_stats(key).print_stats(top)
-            report.append(f"--- {variant}: {n} calls, top {top} by {key}\n{buffer.getvalue()}")
-        return "\n".join(report)
+        return profile_report(out, f"{variant}: {n} calls", top)
 
 
 def measure(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
@@ -361,12 +355,7 @@ def render(result: dict[str, Any]) -> str:
 
 def main(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
     """Entry point used by ``benchmarks/run_all.py``: measure, print the table, write the JSON artifact."""
-    result = measure(quick=quick, repeats=repeats)
-    print()
-    print(render(result))
-    path = write_json(NAME, result)
-    print(f"results: {path}", flush=True)
-    return result
+    return publish(NAME, measure(quick=quick, repeats=repeats), render)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

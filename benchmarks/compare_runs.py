@@ -46,7 +46,6 @@ import argparse
 import cProfile
 import gc
 import http.client
-import io
 import json
 import os
 import pstats
@@ -75,11 +74,12 @@ from benchmarks._common import (
     now_iso,
     proc_cpu_seconds,
     proc_status_kb,
+    profile_report,
+    publish,
     reset_peak_rss,
     run_child,
     spread_pct,
     versions,
-    write_json,
 )
 
 if TYPE_CHECKING:
@@ -541,22 +541,12 @@ def profile(variant: str, *, quick: bool = False, top: int = 25) -> str:
         result = run_child([*_child_argv(variant, server, target, out), "--profile-out", str(prof)],
                            timeout=CHILD_TIMEOUT)  # fmt: skip
         _check_result(variant, target, result)
-        report = []
-        for key in ("tottime", "cumulative"):
-            buffer = io.StringIO()
-            pstats.Stats(str(prof), stream=buffer).strip_dirs().sort_stats(key).print_stats(top)
-            report.append(f"--- {variant}: 2 x {n} items, top {top} by {key}\n{buffer.getvalue()}")
-    return "\n".join(report)
+        return profile_report(prof, f"{variant}: 2 x {n} items", top)
 
 
 def main(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
     """Entry point used by ``benchmarks/run_all.py``: measure, print the table, write the JSON artifact."""
-    result = measure(quick=quick, repeats=repeats)
-    print()
-    print(render(result))
-    path = write_json(NAME, result)
-    print(f"results: {path}", flush=True)
-    return result
+    return publish(NAME, measure(quick=quick, repeats=repeats), render)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

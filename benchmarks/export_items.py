@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import http.client
-import io
 import json
 import os
-import pstats
 import sys
 import time
 from importlib import metadata
@@ -47,10 +45,11 @@ from benchmarks._common import (
     now_iso,
     proc_cpu_seconds,
     proc_status_kb,
+    profile_report,
+    publish,
     run_child,
     spread_pct,
     versions,
-    write_json,
 )
 
 NAME = "export_items"
@@ -332,22 +331,12 @@ def profile(variant: str, *, quick: bool = False, top: int = 25) -> str:
                       timeout=CHILD_TIMEOUT)  # fmt: skip
         finally:
             out.unlink(missing_ok=True)
-    report = []
-    for key in ("tottime", "cumulative"):
-        buffer = io.StringIO()
-        pstats.Stats(str(prof), stream=buffer).strip_dirs().sort_stats(key).print_stats(top)
-        report.append(f"--- {variant}: {n} items, top {top} by {key}\n{buffer.getvalue()}")
-    return "\n".join(report)
+    return profile_report(prof, f"{variant}: {n} items", top)
 
 
 def main(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
     """Entry point used by ``benchmarks/run_all.py``: measure, print the table, write the JSON artifact."""
-    result = measure(quick=quick, repeats=repeats)
-    print()
-    print(render(result))
-    path = write_json(NAME, result)
-    print(f"results: {path}", flush=True)
-    return result
+    return publish(NAME, measure(quick=quick, repeats=repeats), render)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

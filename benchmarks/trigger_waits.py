@@ -28,10 +28,8 @@ import contextlib
 import cProfile
 import dataclasses
 import gc
-import io
 import json
 import os
-import pstats
 import random
 import resource
 import shutil
@@ -59,11 +57,12 @@ from benchmarks._common import (
     percentile,
     proc_cpu_seconds,
     proc_status_kb,
+    profile_report,
+    publish,
     reset_peak_rss,
     run_child,
     spread_pct,
     versions,
-    write_json,
 )
 
 if TYPE_CHECKING:
@@ -830,22 +829,13 @@ def profile(variant: str, n: int, *, top: int = 30) -> str:
     with tempfile.TemporaryDirectory() as tmp, FakeServerProcess(api_key=API_KEY) as server:
         out = str(Path(tmp) / f"{variant}.prof")
         result = _run_one(server, variant, n, FULL, seed=1000 * n, profile_out=out)
-        report = [f"--- {variant}, N={n}: {result.get('polls')} polls, {result.get('ok')} ok"]
-        for key in ("cumulative", "tottime"):
-            buffer = io.StringIO()
-            pstats.Stats(out, stream=buffer).strip_dirs().sort_stats(key).print_stats(top)
-            report.append(f"--- top {top} by {key}\n{buffer.getvalue()}")
-        return "\n".join(report)
+        label = f"{variant}, N={n}: {result.get('polls')} polls, {result.get('ok')} ok"
+        return profile_report(out, label, top)
 
 
 def main(*, quick: bool = False, repeats: int = 3, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Entry point used by ``benchmarks/run_all.py``: measure, print the table, write the JSON artifact."""
-    result = measure(quick=quick, repeats=repeats, sizes=sizes)
-    print()
-    print(render(result))
-    path = write_json(NAME, result)
-    print(f"results: {path}", flush=True)
-    return result
+    return publish(NAME, measure(quick=quick, repeats=repeats, sizes=sizes), render)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -37,10 +37,10 @@ from benchmarks._common import (
     machine,
     median,
     now_iso,
+    publish,
     run_child,
     spread_pct,
     versions,
-    write_json,
 )
 
 NAME = "ui_page"
@@ -188,12 +188,7 @@ def render(result: dict[str, Any]) -> str:
 
 def main(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
     """Entry point used by ``benchmarks/run_all.py``: measure, print the table, write the JSON artifact."""
-    result = measure(quick=quick, repeats=repeats)
-    print()
-    print(render(result))
-    path = write_json(NAME, result)
-    print(f"results: {path}", flush=True)
-    return result
+    return publish(NAME, measure(quick=quick, repeats=repeats), render)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
