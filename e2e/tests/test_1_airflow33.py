@@ -635,6 +635,81 @@ def test_ui_connection_form_and_report_link(af: Airflow, report: Report, shared:
     report.set("ui", **result)
 
 
+# ---- 9: the provider's own UI views, logged in, in headless Chromium ----------------------------------------
+RELEASE_DAG = "example_release_gate"
+
+
+def test_evals_views_show_the_runs_and_the_flips(
+    af: Airflow, fake: Fake, report: Report, shared: dict[str, Any]
+) -> None:
+    from e2e.ui_evals import anonymous_refusals, check_views, start_login_api_server
+
+    af.wait_dag(RELEASE_DAG)
+    af.unpause(RELEASE_DAG)
+    rows = b"".join(
+        json.dumps({"item": {"headline": f"h{i}", "label": "News"}}).encode() + b"\n" for i in range(200)
+    )
+    upload = fake.http.post(
+        f"{fake.base_url}/files",
+        files={"file": ("golden.jsonl", rows)},
+        data={"purpose": "evals"},
+        headers={"Authorization": f"Bearer {fake.api_key}"},
+        timeout=30,
+    )
+    upload.raise_for_status()
+    conf = {"dataset_file_id": upload.json()["id"]}
+    # The baseline passes 180 of 200; the candidate loses 30 of those and gains none: a real regression.
+    nights = {
+        "baseline": (["pass"] * 180 + ["fail"] * 20, "success"),
+        "candidate": (["fail"] * 30 + ["pass"] * 150 + ["fail"] * 20, "failed"),
+    }
+    dag_runs: dict[str, str] = {}
+    for night, (outcomes, state) in nights.items():
+        fake.ctl(
+            "POST",
+            "script",
+            {"script": {"queued_seconds": 0.5, "in_progress_seconds": 1, "outcomes": outcomes}},
+        )
+        dag_runs[night] = af.trigger(RELEASE_DAG, conf)
+        assert af.wait_dag_run(RELEASE_DAG, dag_runs[night], timeout=300) == state, night
+    evals = [e for e in fake.api("GET", "/evals?limit=100")["data"] if e["name"] == "release-gate"]
+    assert len(evals) == 1, evals
+    eval_id = evals[0]["id"]
+    fake.add_run(
+        eval_id,
+        "<script>alert(1)</script>",
+        queued_seconds=0,
+        in_progress_seconds=0.5,
+        output_items=10,
+        fail_every=2,
+    )
+    run_id = af.rest(
+        "GET",
+        f"/dags/{RELEASE_DAG}/dagRuns/{dag_runs['candidate']}/taskInstances/run_eval/xcomEntries/run_id",
+        deserialize=True,
+    )["value"]
+    proc, url = start_login_api_server(af)
+    try:
+        paths = [
+            "/aoai-evals/",
+            "/aoai-evals/connections/aoai_evals_default",
+            f"/aoai-evals/connections/aoai_evals_default/evals/{eval_id}",
+            f"/aoai-evals/ti/{RELEASE_DAG}/compare/-1/{dag_runs['candidate']}",
+            "/aoai-evals/static/evals.css",
+        ]
+        refused = anonymous_refusals(url, paths)
+        assert set(refused.values()) <= {401, 403}, refused
+        compare_ti = {"dag_id": RELEASE_DAG, "run_id": dag_runs["candidate"], "task_id": "compare"}
+        seen = check_views(af, url, fake, eval_id, "release-gate", compare_ti, ART / "screenshots")
+    finally:
+        proc.stop()
+    assert seen["chart_points"] == 3, seen
+    assert run_id in seen["chart"], seen
+    assert (seen["tab"]["pass_to_fail"], seen["tab"]["fail_to_pass"]) == ("30", "0"), seen
+    assert seen["tab"]["rows"] == 20, seen  # the first 20 of 30 flipped items
+    report.set("ui_views", anonymous=refused, **seen)
+
+
 # ---- 7: no trace of the API key anywhere ----------------------------------------------------------------------
 def test_secret_audit(
     af: Airflow, postgres: Postgres, canary: str, report: Report, shared: dict[str, Any]

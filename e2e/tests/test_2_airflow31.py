@@ -12,6 +12,7 @@ then the same secret audit as on 3.3."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,33 @@ def release_gate(af: Airflow, fake: Fake) -> dict[str, dict[str, str]]:
     return states
 
 
+def evals_views(af: Airflow, fake: Fake) -> dict[str, Any]:
+    """The UI plugin on 3.1, a smaller smoke run than 3.3's browser checks: the api-server lists both views,
+    and the Evals page of the release gate's eval has one chart point per run with the API's pass rate."""
+    plugins = af.rest("GET", "/plugins")["plugins"]
+    views = {
+        v["name"]: v for p in plugins if p["name"] == "aoai_evals_ui" for v in p.get("external_views", [])
+    }
+    assert set(views) == {"Evals", "Eval run"}, plugins
+    (found,) = [e for e in fake.api("GET", "/evals?limit=100")["data"] if e["name"] == "release-gate"]
+    runs = fake.api("GET", f"/evals/{found['id']}/runs?limit=100")["data"]
+    page = af.http.get(
+        f"{af.url}/aoai-evals/connections/aoai_evals_default/evals/{found['id']}",
+        headers={"Authorization": f"Bearer {af.token}"},
+        timeout=60,
+    )
+    assert page.status_code == 200, page.text[:2000]
+    points = dict(
+        re.findall(r'class="run-point[^"]*"[^>]*data-run-id="([^"]+)" data-pass-rate="([^"]*)"', page.text)
+    )
+    expected = {}
+    for run in runs:
+        c = run["result_counts"]
+        expected[run["id"]] = repr(c["passed"] / (c["passed"] + c["failed"] + c["errored"]))
+    assert points == expected, (points, expected)
+    return {"views": sorted(views), "chart_points": points}
+
+
 def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: str, report: Report) -> None:
     with stage("airflow-3.1-start", report):
         conn = {"conn_type": "aoai_evals", "host": fake.base_url, "password": canary}
@@ -151,6 +179,8 @@ def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: s
         assert "pass rate 100.0%" in accept_log, accept_log[-2000:]
         with stage("airflow-3.1-release-gate", report):
             release_states = release_gate(af, fake)
+        with stage("airflow-3.1-evals-views", report):
+            views = evals_views(af, fake)
     finally:
         af.stop()
 
@@ -167,6 +197,7 @@ def test_airflow31_smoke(postgres: Postgres, fake: Fake, procs: Procs, canary: s
         "dag_runs": 2,
         "task_states": states,
         "release_gate_task_states": release_states,
+        "evals_views": views,
         "db": audit["counts"],
         "db_hits": audit["hits"],
         "pg_dump_hits": sum(dump.count(n) for n in needles),
