@@ -1,5 +1,7 @@
-"""The Airflow plugin that puts the provider's pages into the Airflow UI; registered in the provider info
-(``plugins``), so Airflow's ProvidersManager loads it wherever the wheel is installed.
+"""The Airflow plugin that puts the provider's pages into the Airflow UI; registered through the
+``airflow.plugins`` entry point, so installing the wheel is enough. Not also in the provider info's
+``plugins``: Airflow reads those only with ``[core] lazy_discover_providers = False``, and a plugin found
+both ways is reported as registered twice.
 
 ``external_views`` href placeholders: the UI replaces ``{DAG_ID}``, ``{RUN_ID}``, ``{TASK_ID}`` and
 ``{MAP_INDEX}`` in the href of a view whose destination is not ``nav``. Airflow 3.3 URL-encodes the values
