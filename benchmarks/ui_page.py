@@ -97,7 +97,10 @@ def run_child_side(*, api_root: str, eval_id: str, runs: int) -> dict[str, Any]:
         cached_s.append(time.perf_counter() - t0)
         if answer.status_code != 200:
             raise RuntimeError(f"cached render failed: {answer.status_code}")
+    bare_s, bare_pages = _bare_read(api_root, eval_id, runs)
     return {
+        "bare_s": bare_s,
+        "bare_requests": bare_pages + 1,
         "cold_s": cold_s,
         "cold_requests": len(cold_requests),
         "cold_list_requests": sum(1 for r in cold_requests if r.startswith("GET ") and r.endswith("/runs")),
@@ -105,6 +108,34 @@ def run_child_side(*, api_root: str, eval_id: str, runs: int) -> dict[str, Any]:
         "cached_requests": len(sent) - len(cold_requests),
         "html_bytes": len(cold.content),
     }
+
+
+def _bare_read(api_root: str, eval_id: str, runs: int) -> tuple[float, int]:
+    """The peer: the same data read with nothing else, a keep-alive ``http.client`` connection getting the
+    eval and its runs' pages of 100 (``json.loads`` each), in the same process after the page's own reads."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(api_root)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    t0 = time.perf_counter()
+    conn.request("GET", f"{parts.path}/evals/{eval_id}", headers=headers)
+    json.loads(conn.getresponse().read())
+    after, pages, seen = "", 0, 0
+    while seen < runs:
+        query = f"limit=100&order=desc{'&after=' + after if after else ''}"
+        conn.request("GET", f"{parts.path}/evals/{eval_id}/runs?{query}", headers=headers)
+        page = json.loads(conn.getresponse().read())
+        pages, seen = pages + 1, seen + len(page["data"])
+        if not page.get("has_more") or not page["data"]:
+            break
+        after = page["data"][-1]["id"]
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    if seen != runs:
+        raise RuntimeError(f"bare read saw {seen} runs, expected {runs}")
+    return elapsed, pages
 
 
 # -- parent side -----------------------------------------------------------------------------------------
@@ -136,6 +167,7 @@ def measure(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
                   f"({result['cold_requests']} API requests, {result['cold_list_requests']} list), cached "
                   f"{result['cached_s'] * 1000:.1f} ms ({result['cached_requests']} API requests)", flush=True)  # fmt: skip
     cold = [r["cold_s"] for r in results]
+    bare = [r["bare_s"] for r in results]
     cached = [r["cached_s"] for r in results]
     list_requests = max(r["cold_list_requests"] for r in results)
     cached_requests = max(r["cached_requests"] for r in results)
@@ -152,6 +184,8 @@ def measure(*, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
         "repeats": repeats,
         "runs": runs,
         "cached_requests_per_child": CACHED_REQUESTS,
+        "bare_ms": round(median(bare) * 1000, 1),
+        "bare_requests": results[0]["bare_requests"],
         "cold_ms": round(median(cold) * 1000, 1),
         "cold_spread_pct": round(spread_pct(cold), 1),
         "cached_ms": round(median(cached) * 1000, 2),
@@ -180,6 +214,8 @@ def render(result: dict[str, Any]) -> str:
         f"({result['cold_list_requests']} list), spread {result['cold_spread_pct']}%",
         f"  cached: {result['cached_ms']:>8.2f} ms, {result['cached_api_requests']} API requests "
         f"(median of {result['cached_requests_per_child']} views), spread {result['cached_spread_pct']}%",
+        f"  peer:   {result['bare_ms']:>8.1f} ms, a bare http.client loop reading the same data "
+        f"({result['bare_requests']} requests, json.loads only)",
         f"  page: {result['html_kb']} KB of HTML",
     ]
     lines.extend(f"{c['verdict']:<5} {c['check']}: {c['value']}" for c in result["checks"])
