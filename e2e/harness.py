@@ -336,6 +336,21 @@ class Fake:
         r.raise_for_status()
         return r.json()
 
+    def upload_golden_set(self, n: int) -> str:
+        """Upload ``n`` headline rows through the Files API (as a user uploads a dataset); the file id."""
+        rows = b"".join(
+            json.dumps({"item": {"headline": f"h{i}", "label": "News"}}).encode() + b"\n" for i in range(n)
+        )
+        r = self.http.post(
+            f"{self.base_url}/files",
+            files={"file": ("golden.jsonl", rows)},
+            data={"purpose": "evals"},
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return str(r.json()["id"])
+
     def add_eval(self, name: str) -> str:
         return str(self.ctl("POST", "evals", {"name": name})["id"])
 

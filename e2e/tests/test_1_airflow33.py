@@ -646,18 +646,7 @@ def test_evals_views_show_the_runs_and_the_flips(
 
     af.wait_dag(RELEASE_DAG)
     af.unpause(RELEASE_DAG)
-    rows = b"".join(
-        json.dumps({"item": {"headline": f"h{i}", "label": "News"}}).encode() + b"\n" for i in range(200)
-    )
-    upload = fake.http.post(
-        f"{fake.base_url}/files",
-        files={"file": ("golden.jsonl", rows)},
-        data={"purpose": "evals"},
-        headers={"Authorization": f"Bearer {fake.api_key}"},
-        timeout=30,
-    )
-    upload.raise_for_status()
-    conf = {"dataset_file_id": upload.json()["id"]}
+    conf = {"dataset_file_id": fake.upload_golden_set(200)}
     # The baseline passes 180 of 200; the candidate loses 30 of those and gains none: a real regression.
     nights = {
         "baseline": (["pass"] * 180 + ["fail"] * 20, "success"),

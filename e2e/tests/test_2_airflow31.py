@@ -36,18 +36,7 @@ RELEASE_DAG = "example_release_gate"
 
 def release_gate(af: Airflow, fake: Fake) -> dict[str, dict[str, str]]:
     """A promoted baseline, then an inconclusive candidate that a person approves; the task states of both."""
-    rows = b"".join(
-        json.dumps({"item": {"headline": f"h{i}", "label": "News"}}).encode() + b"\n" for i in range(50)
-    )
-    upload = fake.http.post(
-        f"{fake.base_url}/files",
-        files={"file": ("golden.jsonl", rows)},
-        data={"purpose": "evals"},
-        headers={"Authorization": f"Bearer {fake.api_key}"},
-        timeout=30,
-    )
-    upload.raise_for_status()
-    conf = {"dataset_file_id": upload.json()["id"]}
+    conf = {"dataset_file_id": fake.upload_golden_set(50)}
     # 3 pass->fail and 1 fail->pass on 50 items: a 4-point drop, p = 0.625: the gate cannot tell.
     nights = {
         "baseline": ["pass"] * 45 + ["fail"] * 5,
