@@ -14,6 +14,7 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,12 @@ def airflow_db() -> Path:
     home = Path(os.environ["AIRFLOW_HOME"])
     _migrate_once(home)
     return home
+
+
+@pytest.fixture(scope="session")
+def core_app(airflow_db: Path) -> Any:
+    """Airflow's core API app in process, with the plugins Airflow loads (ours at /aoai-evals) and the
+    simple auth manager; built once per session, since building it takes seconds."""
+    from airflow.api_fastapi.app import create_app
+
+    return create_app(apps="core")

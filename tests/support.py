@@ -46,3 +46,23 @@ def one_event_each(*triggers: BaseTrigger) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(one(t) for t in triggers)))
 
     return asyncio.run(together())
+
+
+def login(app: Any, username: str) -> str:
+    """A bearer token for ``username`` from the simple auth manager of ``app`` (Airflow's core API app),
+    logged in with the password Airflow generated for it, as the UI's login form does."""
+    import os
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+
+    passwords = Path(os.environ["AIRFLOW_HOME"], "simple_auth_manager_passwords.json.generated")
+    with TestClient(app) as client:
+        answer = client.post(
+            "/auth/token",
+            json={"username": username, "password": json.loads(passwords.read_text())[username]},
+        )
+    assert answer.status_code == 201, answer.text
+    token = answer.json()["access_token"]
+    assert isinstance(token, str)
+    return token

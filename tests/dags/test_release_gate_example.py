@@ -24,6 +24,7 @@ from scipy.stats import binomtest
 
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
+from tests.support import login
 
 from .conftest import load_dagbag, xcom_value
 
@@ -34,21 +35,13 @@ KEY = "sk-release-gate-key"
 pytestmark = pytest.mark.compat
 
 
-@pytest.fixture(scope="module")
-def airflow_api() -> Any:
-    """Airflow's core API app in process, and a bearer token for the admin user of the simple auth manager."""
-    import os
-
-    from airflow.api_fastapi.app import create_app
+@pytest.fixture
+def airflow_api(core_app: Any) -> Any:
+    """A client of Airflow's core API app, logged in as the simple auth manager's admin."""
     from fastapi.testclient import TestClient
 
-    client = TestClient(create_app(apps="core"))
-    passwords = Path(os.environ["AIRFLOW_HOME"], "simple_auth_manager_passwords.json.generated")
-    answer = client.post(
-        "/auth/token", json={"username": "admin", "password": json.loads(passwords.read_text())["admin"]}
-    )
-    assert answer.status_code == 201, answer.text
-    client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+    client = TestClient(core_app)
+    client.headers["Authorization"] = f"Bearer {login(core_app, 'admin')}"
     return client
 
 

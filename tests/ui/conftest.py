@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import login
+
 HERE = Path(__file__).resolve().parent
 # Users of the simple auth manager, read when the app is created (below, after this import).
 os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin,viewer:viewer"
@@ -31,30 +33,8 @@ CONN_ID = "aoai_evals_default"
 
 
 @pytest.fixture(scope="session")
-def core_app(airflow_db: Path) -> Any:
-    from airflow.api_fastapi.app import create_app
-
-    return create_app(apps="core")
-
-
-def _login(app: Any, username: str) -> str:
-    from fastapi.testclient import TestClient
-
-    passwords = Path(os.environ["AIRFLOW_HOME"], "simple_auth_manager_passwords.json.generated")
-    with TestClient(app) as client:
-        answer = client.post(
-            "/auth/token",
-            json={"username": username, "password": json.loads(passwords.read_text())[username]},
-        )
-    assert answer.status_code == 201, answer.text
-    token = answer.json()["access_token"]
-    assert isinstance(token, str)
-    return token
-
-
-@pytest.fixture(scope="session")
 def tokens(core_app: Any) -> dict[str, str]:
-    return {name: _login(core_app, name) for name in ("admin", "viewer")}
+    return {name: login(core_app, name) for name in ("admin", "viewer")}
 
 
 def _client(app: Any, token: str | None) -> Any:
