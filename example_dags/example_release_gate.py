@@ -97,6 +97,13 @@ def example_release_gate() -> None:
         deferrable=True,
         poll_interval=POLL_INTERVAL,
         timeout=datetime.timedelta(hours=6),
+        # A retry reattaches to the run an earlier try started, and reuses it once completed, so a retry
+        # never grades the candidate twice (a new DAG run is how to ask for a fresh run). Retries also
+        # absorb an Airflow 3.3 race in which the scheduler fails a task that resumed from deferral within
+        # seconds, after the run it waited for completed (apache/airflow#72716; docs/reliability.md).
+        retries=2,
+        retry_delay=datetime.timedelta(seconds=30),
+        reuse_finished_run=True,
     )
     compare = EvalRunCompareOperator(
         task_id="compare",
