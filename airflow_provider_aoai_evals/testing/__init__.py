@@ -5,9 +5,9 @@ It imports nothing from Airflow (only aiohttp), so it can run anywhere the clien
 
 from __future__ import annotations
 
-from airflow_provider_aoai_evals.testing.app import RequestRecord
+from airflow_provider_aoai_evals.testing.context import RequestRecord
 from airflow_provider_aoai_evals.testing.faults import FAULT_KINDS, Fault
+from airflow_provider_aoai_evals.testing.run_script import RunScript
 from airflow_provider_aoai_evals.testing.server import FakeEvalsServer
-from airflow_provider_aoai_evals.testing.state import RunScript
 
 __all__ = ["FAULT_KINDS", "FakeEvalsServer", "Fault", "RequestRecord", "RunScript"]

@@ -14,9 +14,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from airflow_provider_aoai_evals.testing.errors import ApiError
 from airflow_provider_aoai_evals.testing.faults import Fault
+from airflow_provider_aoai_evals.testing.run_script import RunScript
 from airflow_provider_aoai_evals.testing.server import FakeEvalsServer
-from airflow_provider_aoai_evals.testing.state import ApiError, RunScript
 
 if TYPE_CHECKING:
     from types import FrameType

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from airflow_provider_aoai_evals.testing.app import RequestRecord, ServerContext, build_app, reset_context
-from airflow_provider_aoai_evals.testing.state import FakeState, RunScript, eval_body, run_body
+from airflow_provider_aoai_evals.testing.app import build_app
+from airflow_provider_aoai_evals.testing.context import RequestRecord, ServerContext, reset_context
+from airflow_provider_aoai_evals.testing.run_script import RunScript
+from airflow_provider_aoai_evals.testing.seeds import eval_body, run_body
+from airflow_provider_aoai_evals.testing.state import FakeState
 
 if TYPE_CHECKING:
     from types import TracebackType
