@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
+from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.exceptions import EvalRunError, run_ended_message
@@ -20,9 +21,9 @@ from airflow_provider_aoai_evals.triggers.eval_run import EVENT_STATUSES
 def check_success_statuses(success_statuses: Collection[str]) -> list[str]:
     unknown = set(success_statuses) - RunStatus.TERMINAL
     if not success_statuses or unknown or isinstance(success_statuses, str):
-        raise ValueError(
-            f"success_statuses must be a non-empty list drawn from {sorted(RunStatus.TERMINAL)}; "
-            f"got {success_statuses!r}"
+        raise EvalsConfigError(
+            "success_statuses",
+            f"must be a non-empty list drawn from {sorted(RunStatus.TERMINAL)}; got {success_statuses!r}",
         )
     return list(success_statuses)
 

@@ -191,7 +191,7 @@ def handshake_closed(*, method: str, path: str) -> EvalsConnectionError:
 
 def find_cause(
     exc: BaseException,
-    kind: type[BaseException],
+    kind: type[BaseException] | tuple[type[BaseException], ...],
     where: Callable[[BaseException], bool] = lambda _: True,
 ) -> BaseException | None:
     """The first ``kind`` in ``exc``'s chain for which ``where`` holds: causes, contexts, and the

@@ -1,8 +1,8 @@
 """Pages of output items kept as the bytes the API sent, for exports that copy items rather than read them.
 
-Why: an export of 100,000 items of ~2 KB spent most of its CPU validating every item into a pydantic model
-and serializing it back to JSON, only to write what the server had sent (benchmarks/export_items.py: the
-model round trip made the export 0.26x as fast as a loop that copies page bytes). Here a page is scanned
+Why: an export that validates every item into a pydantic model and serializes it back to JSON spends
+most of its CPU on that, only to write what the server had sent (benchmarks/export_items.py measures the
+difference; docs/benchmarks.md, "Export"). Here a page is scanned
 once with the standard library's C JSON decoder, which reports where each item ends, and each item keeps
 its original bytes; only its ``id`` and ``status`` are read. Full models are built on demand
 (:meth:`RawItem.model`) for the consumers that need fields (CSV rows, XCom records).

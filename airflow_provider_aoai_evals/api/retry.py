@@ -151,8 +151,8 @@ class RetryPolicy:
     ) -> T:
         """``attempt()`` under this policy. The first try runs outside tenacity and only a failure that
         may be retried enters it, where that failure counts as attempt 1: nearly every call succeeds at
-        once, and in a profile of 1,000 trigger waits setting tenacity up per poll cost about half as much
-        CPU as aiohttp's own request work."""
+        once, and setting tenacity up for every poll of thousands of trigger waits would cost a large
+        share of the triggerer's CPU."""
         try:
             return attempt()
         except Exception as exc:  # noqa: BLE001 - handed on below, or re-raised as it is
@@ -191,6 +191,34 @@ class RetryPolicy:
             raise self.final_error(exc) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
+    def pause_before_retry(
+        self,
+        attempt_number: int,
+        exc: BaseException,
+        *,
+        retry_if: Callable[[BaseException], bool] | None = None,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> float | None:
+        """The pause before trying again after attempt ``attempt_number`` (from 1) failed with ``exc``, or
+        None when the policy stops there. For a flow that runs its own attempts (a create looks its run up
+        between them): the same stops, pauses and warning as :meth:`retrying`."""
+        if not (retry_if or self.is_retryable)(exc):
+            return None
+        pause = self.wait_for(attempt_number - 1, exc)
+        if self._stops(attempt_number, pause, deadline, clock):
+            return None
+        _log_retry(attempt_number, self.max_attempts, pause, exc)
+        return pause
+
+    def _stops(
+        self, attempt_number: int, pause: float, deadline: float | None, clock: Callable[[], float]
+    ) -> bool:
+        if attempt_number >= self.max_attempts:
+            return True
+        # Never start a pause that would end after the deadline: the caller's wait is over by then.
+        return deadline is not None and clock() + pause >= deadline
+
     def _first_failure(self, exc: Exception, retry_if: Callable[[BaseException], bool] | None) -> Exception:
         """``exc`` if the policy may retry it; otherwise re-raise it now, as tenacity would."""
         if self.max_attempts <= 1 or not (retry_if or self.is_retryable)(exc):
@@ -212,20 +240,11 @@ class RetryPolicy:
             return self.wait_for(state.attempt_number - 1, exc)
 
         def stop(state: tenacity.RetryCallState) -> bool:
-            if state.attempt_number >= self.max_attempts:
-                return True
-            # Never start a pause that would end after the deadline: the caller's wait is over by then.
-            return deadline is not None and clock() + state.upcoming_sleep >= deadline
+            return self._stops(state.attempt_number, state.upcoming_sleep, deadline, clock)
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "Evals API call failed (attempt %d of %d), retrying in %.2fs: %s",
-                state.attempt_number,
-                self.max_attempts,
-                state.upcoming_sleep,
-                exc,
-            )
+            _log_retry(state.attempt_number, self.max_attempts, state.upcoming_sleep, exc)
 
         return {
             "retry": tenacity.retry_if_exception(predicate),
@@ -254,3 +273,13 @@ class RetryPolicy:
     ) -> tenacity.AsyncRetrying:
         """The same policy for coroutines; its pauses are ``asyncio.sleep`` and never block the loop."""
         return tenacity.AsyncRetrying(**self._tenacity_kwargs(deadline, retry_if, clock))  # type: ignore[arg-type]
+
+
+def _log_retry(attempt_number: int, max_attempts: int, pause: float, exc: BaseException | None) -> None:
+    log.warning(
+        "Evals API call failed (attempt %d of %d), retrying in %.2fs: %s",
+        attempt_number,
+        max_attempts,
+        pause,
+        exc,
+    )

@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
+from airflow_provider_aoai_evals.api.errors import EvalsConfigError
+
 T = TypeVar("T")
 
 _VALUE, _END, _ERROR = "value", "end", "error"
@@ -77,7 +79,7 @@ class _ReadAhead(Generic[T]):
 def read_ahead(source: Iterable[T], *, depth: int = 1, join_timeout: float = 1.0) -> Iterator[Iterator[T]]:
     """Iterate ``source`` in a background thread, ``depth`` elements ahead of the consumer."""
     if depth < 1:
-        raise ValueError("depth must be at least 1")
+        raise EvalsConfigError("depth", "must be at least 1")
     ahead = _ReadAhead(source, depth)
     try:
         yield iter(ahead)

@@ -16,11 +16,11 @@ and read in one place. The rules, also in the README:
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from airflow_provider_aoai_evals.api import shared_state
 from airflow_provider_aoai_evals.api.auth import DEFAULT_ENTRA_SCOPE, ApiKeyAuth, AuthProvider, EntraTokenAuth
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.retry import RetryPolicy
@@ -147,8 +147,8 @@ def check_flavor_matches_host(flavor: str, base_url: str | None, *, flavor_given
 # Entra credentials are cached per process and identity, so every hook (one per trigger) for the same
 # identity shares one token cache instead of fetching a token each. The key hashes the secret; it never
 # holds it.
-_ENTRA_AUTH: dict[tuple[str, ...], EntraTokenAuth] = {}
-_ENTRA_LOCK = threading.Lock()
+_ENTRA_AUTH = shared_state.ENTRA_AUTH
+_ENTRA_LOCK = shared_state.ENTRA_LOCK
 
 
 def _azure_identity_missing() -> EvalsConfigError:

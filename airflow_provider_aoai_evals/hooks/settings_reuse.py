@@ -1,9 +1,9 @@
 """Connection reads shared by the waits that start close together in one triggerer process.
 
-Why: reading a connection in the triggerer costs about 0.2 ms of CPU (Airflow's secrets backends, secret
-masking and a thread hop) and leaves short-lived objects behind. With thousands of waits starting in one
-event loop it was most of a wait's set-up cost and the main source of the full garbage collections that
-lag the loop (docs/benchmarks.md). A wait keeps the settings it read for its whole life anyway, so
+Why: reading a connection in the triggerer goes through Airflow's secrets backends, secret masking and
+a thread hop, and leaves short-lived objects behind. With thousands of waits starting in one event loop
+that is most of a wait's set-up cost and the main source of the full garbage collections that lag the
+loop (figures in docs/benchmarks.md, "Trigger waits"). A wait keeps the settings it read for its whole life anyway, so
 reusing a read made at most ``trigger_connection_reuse_seconds`` earlier only makes a new wait behave as
 if it had started that much earlier.
 
@@ -25,6 +25,7 @@ import time
 
 from airflow.providers.common.compat.sdk import conf
 
+from airflow_provider_aoai_evals.api import shared_state
 from airflow_provider_aoai_evals.api.defaults import (
     DEFAULT_TRIGGER_CONNECTION_REUSE_SECONDS,
     TRIGGER_CONNECTION_REUSE_OPTION,
@@ -54,8 +55,8 @@ class _Pending:
         self.env = env
 
 
-_reads: dict[str, _Read] = {}
-_pending: dict[str, _Pending] = {}
+_reads: dict[str, _Read] = shared_state.CONNECTION_READS
+_pending: dict[str, _Pending] = shared_state.PENDING_READS
 
 
 def reuse_seconds() -> float:

@@ -147,7 +147,8 @@ def test_organization_project_and_preview_headers(
 def test_environment_proxy_settings_are_read_once_and_honour_no_proxy(
     server: FakeEvalsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_aoai_evals.api.client import EvalsClient, _proxy_for
+    from airflow_provider_aoai_evals.api.async_client import _proxy_for
+    from airflow_provider_aoai_evals.api.client import EvalsClient
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

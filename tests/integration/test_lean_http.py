@@ -20,8 +20,8 @@ import pytest
 
 from airflow_provider_aoai_evals.api.client import EvalsClient
 from airflow_provider_aoai_evals.api.errors import EvalsConnectionError, EvalsPermanentError
-from airflow_provider_aoai_evals.api.lean_http import _decoded
 from airflow_provider_aoai_evals.api.retry import RetryPolicy
+from airflow_provider_aoai_evals.export.lean_http import _decoded
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
 
 from .conftest import CANARY_KEY, make_settings

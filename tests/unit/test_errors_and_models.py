@@ -119,10 +119,10 @@ def test_doc_examples_of_lists_and_items_parse() -> None:
 
 def test_response_bodies_parse_from_bytes_and_map_failures() -> None:
     from airflow_provider_aoai_evals.api.auth import ApiKeyAuth
-    from airflow_provider_aoai_evals.api.client import _result
     from airflow_provider_aoai_evals.api.errors import EvalsPermanentError
     from airflow_provider_aoai_evals.api.operations import Operations
     from airflow_provider_aoai_evals.api.settings import ClientSettings
+    from airflow_provider_aoai_evals.api.wire import read_answer as _result
 
     ops = Operations(ClientSettings.build(flavor="openai", base_url=None, auth=ApiKeyAuth("k")))
     call = ops.get_run("eval_1", "evalrun_1")

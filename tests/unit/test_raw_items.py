@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from airflow_provider_aoai_evals.api.auth import ApiKeyAuth
-from airflow_provider_aoai_evals.api.client import _result
 from airflow_provider_aoai_evals.api.errors import EvalsPermanentError, EvalsServerError
 from airflow_provider_aoai_evals.api.models import OutputItem, Page
 from airflow_provider_aoai_evals.api.operations import Operations
 from airflow_provider_aoai_evals.api.raw_items import UnexpectedShapeError, parse_raw_item_page
 from airflow_provider_aoai_evals.api.settings import ClientSettings
+from airflow_provider_aoai_evals.api.wire import read_answer as _result
 from tests.unit.test_errors_and_models import load_examples
 
 

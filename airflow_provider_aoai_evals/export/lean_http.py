@@ -1,11 +1,9 @@
 """A keep-alive ``http.client`` connection for the one call whose client CPU sits on a critical path.
 
 Why: an export fetches output-item pages in a chain, since each page's cursor is in the one before, so
-whatever CPU the client spends per request is added to the server's time for every page. Through
-``requests`` that was 0.7-1.0 ms per 200 KB page, through ``http.client`` about 0.3 ms
-(benchmarks/export_items.py); with pages that take the server 2-2.5 ms to build, that is the difference
-between about 0.7x and 0.95x of what a bare loop gets out of the same server. Every other call keeps
-using ``requests``.
+whatever CPU the client spends per request is added to the server's time for every page, and
+``requests`` spends several times what ``http.client`` does on a large page (figures in
+docs/benchmarks.md, "Export"). Every other call keeps using ``requests``.
 
 Deliberately narrow: GET only, no proxy (a client that has one keeps ``requests`` for this call too), TLS
 verified against the trust store ``requests`` would use, one connection per thread. A connection the
@@ -23,14 +21,14 @@ import zlib
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from airflow_provider_aoai_evals.api.errors import connection_failed, timed_out, tls_failed
+from airflow_provider_aoai_evals.api.errors import EvalsConfigError, connection_failed, timed_out, tls_failed
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
     """Certificate checks as ``requests`` makes them: ``verify`` is a CA bundle (file or directory) or
     True for requests' default bundle (certifi's)."""
     if verify is False:
-        raise ValueError("verify=False is not supported")
+        raise EvalsConfigError("verify", "False is not supported by the lean transport")
     if verify is True:
         from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
@@ -48,7 +46,7 @@ class LeanConnection:
     def __init__(self, api_root: str, *, verify: bool | str) -> None:
         parts = urlsplit(api_root)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {api_root!r}")
+            raise EvalsConfigError("base_url", f"not an http(s) URL: {api_root!r}")
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
