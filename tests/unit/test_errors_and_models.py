@@ -133,3 +133,32 @@ def test_response_bodies_parse_from_bytes_and_map_failures() -> None:
     assert info.value.transient and info.value.request_id == "req_9"
     with pytest.raises(EvalsPermanentError, match="unexpected shape"):
         _result(call, 200, headers, b'{"status": "queued"}', {})  # no id: not a run
+
+
+def test_whether_a_request_went_out_is_read_from_urllib3s_exception_types() -> None:
+    """A create without an idempotency key is retried only when nothing reached the server, so the answer
+    must come from what urllib3 raised (wrapped by requests), whatever the message says."""
+    import requests
+    import urllib3
+
+    from airflow_provider_aoai_evals.api.sync_client import _request_sent
+
+    pool = urllib3.HTTPConnectionPool("api.invalid")
+
+    def wrapped(reason: Exception) -> requests.exceptions.ConnectionError:
+        return requests.exceptions.ConnectionError(
+            urllib3.exceptions.MaxRetryError(pool, "/v1/evals", reason)
+        )
+
+    refused = urllib3.exceptions.NewConnectionError(pool, "Connection sent nothing")  # type: ignore[arg-type]
+    no_dns = urllib3.exceptions.NameResolutionError("api.invalid", pool, OSError("nope"))  # type: ignore[arg-type]
+    connect_timeout = urllib3.exceptions.ConnectTimeoutError(pool, "connect timed out")
+    assert not _request_sent(wrapped(refused))
+    assert not _request_sent(wrapped(no_dns))
+    assert not _request_sent(wrapped(connect_timeout))
+    # A message that reads like a failed connect does not make a broken response one.
+    reset = urllib3.exceptions.ProtocolError(
+        "Failed to establish... no: reset", ConnectionResetError(104, "reset")
+    )
+    assert _request_sent(requests.exceptions.ConnectionError(reset))
+    assert _request_sent(requests.exceptions.ChunkedEncodingError(reset))
