@@ -10,67 +10,58 @@ kept as ``datasource_item_id -> int`` whose bits hold its outcomes, and the othe
 it. Nothing of an item's contents is kept. A caller that needs to know *which* items flipped (a file of
 them for a person to read) passes ``Pairer(on_flip=...)`` and is told as each candidate item is paired.
 
-What an item's outcome is (the pass-rate policy of ``summary.py``, per item):
-
-* **errored**: ``status`` is ``"error"`` or ``"errored"``, or ``sample.error`` carries a code or a message.
-  The API and FakeEvalsServer mark a sample that failed to run as ``status: "fail"`` with an empty
-  ``results`` list and ``sample.error`` set; both forms count. Errored is **not passed**;
-* **passed**: ``status`` is ``"pass"`` and the item is not errored. Any other status (``"fail"``, an
-  unknown one, none) is not passed;
-* **per criterion**: a result whose ``passed`` is true or false, keyed by the name the user gave
-  (``summary.criterion_name``: ``"exact-label-<uuid>"`` -> ``"exact-label"``). A criterion an item was
-  not graded by (errored items have no results) is left out of that criterion's pairs, as
-  ``passed / (passed + failed)`` leaves it out of the rate, and counted as ``one_sided``. Two results
-  of one item with the same name are keyed by their full ids instead, so neither hides the other.
+What an item's outcome is, how it is packed into bits, and the digest of its row are
+``item_outcomes``'s. A criterion an item was not graded by in one of the runs (errored items have no
+results) is left out of that criterion's pairs, as ``passed / (passed + failed)`` leaves it out of the
+rate, and counted as ``one_sided``.
 
 Nothing is dropped silently: items found in one run only are counted (``missing_in_candidate``,
 ``missing_in_baseline``), and an item without a ``datasource_item_id`` (or with one seen twice in a
-run) makes the runs unpairable, with the reason, since pairs could then not be trusted.
-
-Pairing trusts that item 7 of both runs is the same row. Two runs over different files of the same length
-would pair row 7 of one with row 7 of the other, and McNemar would then test flips between unrelated
-rows. So each run's ``(datasource_item_id, datasource_item)`` pairs are also folded into an
-order-independent digest (the sum of each item's 64-bit hash): runs whose ids all matched but whose digests differ are unpairable
-("different rows"). Equal digests mean equal rows up to a ~2**-64 chance, at O(1) memory where a per-item
-check would hold every row's hash.
+run) makes the runs unpairable, with the reason, since pairs could then not be trusted. Pairing also
+trusts that item 7 of both runs is the same row, so each run's row digests are summed as it is read, and
+runs whose ids all matched but whose digests differ are unpairable too (``DIFFERENT_ROWS``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any
 
+from airflow_provider_aoai_evals.api.item_outcomes import (
+    ERRORED_BIT,
+    ERRORED_STATUSES,
+    FIRST_CRITERION_BIT,
+    MATCHED_BIT,
+    PASSED_BIT,
+    CriterionTable,
+    item_errored,
+    item_outcome,
+    item_passed,
+    row_digest,
+)
 from airflow_provider_aoai_evals.api.models import OutputItem
-from airflow_provider_aoai_evals.api.summary import criterion_name
 
-ERRORED_STATUSES = frozenset({"error", "errored"})
+#: With the outcome helpers of ``item_outcomes`` that callers have always imported from here.
+__all__ = [
+    "DIFFERENT_ROWS",
+    "ERRORED_STATUSES",
+    "FAIL_TO_PASS",
+    "PASS_TO_FAIL",
+    "BaselineOutcomes",
+    "CriterionPairs",
+    "Flip",
+    "PairedCounts",
+    "Pairer",
+    "Pairing",
+    "item_errored",
+    "item_passed",
+    "pair_items",
+]
 
 #: Directions of a flip, as ``Flip`` reports them.
 PASS_TO_FAIL = "pass_to_fail"
 FAIL_TO_PASS = "fail_to_pass"
-
-# Bits of one item's outcome. Criterion i (by its index in the shared name table) uses two bits from
-# _FIRST_CRITERION_BIT + 2*i: "graded" and, above it, "passed".
-_MATCHED = 1  # baseline only: the candidate had this item too
-_PASSED = 2
-_ERRORED = 4
-_FIRST_CRITERION_BIT = 3
-
-
-def item_errored(item: OutputItem) -> bool:
-    """Whether the item's sample failed to run (see the module docstring for both ways it is marked)."""
-    if (item.status or "").lower() in ERRORED_STATUSES:
-        return True
-    error = (item.sample or {}).get("error")
-    return isinstance(error, dict) and bool(error.get("code") or error.get("message"))
-
-
-def item_passed(item: OutputItem) -> bool:
-    """Whether the item passed; errored items did not."""
-    return item.status == "pass" and not item_errored(item)
 
 
 @dataclass(frozen=True)
@@ -184,54 +175,10 @@ def _direction(baseline_passed: bool, candidate_passed: bool) -> str | None:
     return PASS_TO_FAIL if baseline_passed else FAIL_TO_PASS
 
 
-class _CriterionTable:
-    """Criterion key -> index, shared by both runs so that one bit position means one criterion."""
-
-    #: Result names seen; every item repeats the same few, so the uuid is stripped once per name.
-    _NAME_CACHE_LIMIT = 4096
-
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self._names: dict[str, str] = {}
-
-    def _name(self, full: str) -> str:
-        name = self._names.get(full)
-        if name is None:
-            name = criterion_name(full)
-            if len(self._names) < self._NAME_CACHE_LIMIT:
-                self._names[full] = name
-        return name
-
-    def bits(self, item: OutputItem) -> int:
-        graded = [(r.name, r.passed) for r in item.results if r.name and isinstance(r.passed, bool)]
-        names = [self._name(full) for full, _ in graded]
-        unique = len(set(names)) == len(names)
-        outcome = 0
-        for (full, passed), name in zip(graded, names, strict=True):
-            key = name if unique or names.count(name) == 1 else full
-            i = self.index.get(key)
-            if i is None:
-                i = self.index[key] = len(self.index)
-            outcome |= (3 if passed else 1) << (_FIRST_CRITERION_BIT + 2 * i)  # graded, and passed
-        return outcome
-
-
-def _outcome(item: OutputItem, table: _CriterionTable) -> int:
-    outcome = (_ERRORED if item_errored(item) else 0) | (_PASSED if item_passed(item) else 0)
-    return outcome | table.bits(item)
-
-
 DIFFERENT_ROWS = (
     "runs have different rows: items with the same datasource_item_id hold different data source rows "
     "(did the runs read different files?), so they cannot be paired"
 )
-
-
-def _row_digest(item: OutputItem) -> int:
-    row = json.dumps(item.datasource_item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return int.from_bytes(
-        blake2b(f"{item.datasource_item_id}\0{row}".encode(), digest_size=8).digest(), "little"
-    )
 
 
 class BaselineOutcomes:
@@ -240,7 +187,7 @@ class BaselineOutcomes:
     def __init__(self, run_id: str | None = None) -> None:
         self.run_id = run_id
         self.unpairable_reason: str | None = None
-        self._table = _CriterionTable()
+        self._table = CriterionTable()
         self._items: dict[int, int] = {}
         self.errored = 0
         #: the sum of the items' 64-bit row digests: equal for equal sets of rows, in any order
@@ -259,10 +206,10 @@ class BaselineOutcomes:
             elif key in self._items:
                 self._unpairable(f"datasource_item_id {key} appears twice in run {self.run_id}")
             else:
-                outcome = _outcome(item, self._table)
+                outcome = item_outcome(item, self._table)
                 self._items[key] = outcome
-                self.errored += bool(outcome & _ERRORED)
-                self.rows += _row_digest(item)
+                self.errored += bool(outcome & ERRORED_BIT)
+                self.rows += row_digest(item)
 
     def _unpairable(self, reason: str) -> None:
         self.unpairable_reason = reason
@@ -309,8 +256,8 @@ class Pairer:
                     f"no datasource_item_id on output item {item.id} of run {self.candidate_run_id}"
                 )
                 return
-            outcome = _outcome(item, table)
-            self._errored += bool(outcome & _ERRORED)
+            outcome = item_outcome(item, table)
+            self._errored += bool(outcome & ERRORED_BIT)
             before = stored.get(key)
             if before is None:
                 if key in self._only_candidate:
@@ -318,14 +265,14 @@ class Pairer:
                     return
                 self._only_candidate.add(key)
                 continue
-            if before & _MATCHED:
+            if before & MATCHED_BIT:
                 self._unpairable(f"datasource_item_id {key} appears twice in run {self.candidate_run_id}")
                 return
-            stored[key] = before | _MATCHED
+            stored[key] = before | MATCHED_BIT
             self._matched += 1
-            self._rows += _row_digest(item)
-            self._tally(self._overall, bool(before & _PASSED), bool(outcome & _PASSED))
-            graded = (before | outcome) >> _FIRST_CRITERION_BIT
+            self._rows += row_digest(item)
+            self._tally(self._overall, bool(before & PASSED_BIT), bool(outcome & PASSED_BIT))
+            graded = (before | outcome) >> FIRST_CRITERION_BIT
             i = 0
             while graded:
                 if graded & 1:  # the criterion's "graded" bit, of either run
@@ -337,13 +284,13 @@ class Pairer:
 
     def _report_flip(self, key: int, item: OutputItem, before: int, outcome: int) -> None:
         assert self._on_flip is not None
-        overall = _direction(bool(before & _PASSED), bool(outcome & _PASSED))
+        overall = _direction(bool(before & PASSED_BIT), bool(outcome & PASSED_BIT))
         criteria: dict[str, str] = {}
-        both = (before & outcome) >> _FIRST_CRITERION_BIT  # a "graded" bit survives if set in both runs
+        both = (before & outcome) >> FIRST_CRITERION_BIT  # a "graded" bit survives if set in both runs
         i = 0
         while both:
             if both & 1:
-                shift = _FIRST_CRITERION_BIT + 2 * i + 1  # the criterion's "passed" bit
+                shift = FIRST_CRITERION_BIT + 2 * i + 1  # the criterion's "passed" bit
                 direction = _direction(bool(before >> shift & 1), bool(outcome >> shift & 1))
                 if direction is not None:
                     criteria[self._criterion_name(i)] = direction
@@ -354,11 +301,11 @@ class Pairer:
 
     def _criterion_name(self, i: int) -> str:
         if i not in self._criterion_names:  # the table grew since the last flip
-            self._criterion_names = {index: key for key, index in self.baseline._table.index.items()}
+            self._criterion_names = self.baseline._table.names()
         return self._criterion_names[i]
 
     def _criterion(self, i: int, before: int, outcome: int) -> None:
-        shift = _FIRST_CRITERION_BIT + 2 * i
+        shift = FIRST_CRITERION_BIT + 2 * i
         old, new = (before >> shift) & 3, (outcome >> shift) & 3
         counts = self._criteria.setdefault(i, [0, 0, 0, 0, 0])
         if old & 1 and new & 1:
@@ -389,7 +336,7 @@ class Pairer:
             and self._rows != self.baseline.rows
         ):
             self._unpairable(DIFFERENT_ROWS)
-        names = {i: key for key, i in self.baseline._table.index.items()}
+        names = self.baseline._table.names()
         criteria = tuple(
             sorted(
                 (
