@@ -1,264 +1,70 @@
-"""The statistics of pass rates: an interval for one rate, a test and an interval for two.
+"""The statistics of pass rates, as everything that decides on them imports it: a run's rates with their
+intervals here, the formulas from ``proportions`` and the run comparison from ``comparison``.
 
-Gates, branches, the run comparison and the UI all decide on these figures, so each formula exists once,
-here. Only the standard library is used: the api layer runs in workers and in the triggerer, and a
-numeric stack of ~100 MB for a handful of closed-form figures would be a poor trade. The tests compare
-every figure with scipy and statsmodels instead (docs/statistics.md has worked examples).
-
-Methods, and why these:
-
-* one pass rate: the **Wilson score interval**. Unlike the textbook normal (Wald) interval it stays inside
-  [0, 1], is not zero-width at 0 or n successes, and keeps close to its nominal coverage for small runs;
-* two runs paired item by item: the **exact McNemar test** (a two-sided binomial test with p = 1/2 on the
-  discordant pairs: exact, so valid for the handful of flips a small eval produces) and **Newcombe's
-  square-and-add interval for paired data** (Newcombe 1998, method 10, with his correction of the
-  correlation phi), which combines the two runs' Wilson intervals and so inherits their behaviour at the
-  edges;
-* two runs that cannot be paired: the **two-sided z-test with pooled variance** (the classic two-
-  proportions test, equal to Pearson's chi-square on the 2x2 table) and **Newcombe's hybrid score
-  interval** for independent proportions (Newcombe 1998, method 10), the same construction without phi.
-
-Rates and differences are candidate minus baseline: a negative difference is a regression.
-``run_rates`` and ``compare_runs`` apply all this to run summaries (``summary.py``, whose counts define
-every rate) and to a ``pairing.Pairing`` of their output items.
+Gates, branches, the compare operator and the UI import from this module, so that where a formula lives
+can change without their imports changing. ``run_rates`` is the one piece defined here: it applies the
+Wilson interval to a run summary (``summary.py``, whose counts define every rate). docs/statistics.md
+describes the methods and has worked examples.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
-from airflow_provider_aoai_evals.api.errors import EvalsConfigError
-from airflow_provider_aoai_evals.api.pairing import PairedCounts, Pairing
-from airflow_provider_aoai_evals.api.summary import CriterionSummary, RunSummary
+from airflow_provider_aoai_evals.api.comparison import (
+    Comparison,
+    RateComparison,
+    compare_independent,
+    compare_paired,
+    compare_runs,
+)
+from airflow_provider_aoai_evals.api.proportions import (
+    DEFAULT_CONFIDENCE,
+    MCNEMAR_EXACT,
+    NEWCOMBE_INDEPENDENT,
+    NEWCOMBE_PAIRED,
+    NO_TEST,
+    TWO_PROPORTIONS_Z,
+    WILSON,
+    RateEstimate,
+    check_confidence,
+    estimate_rate,
+    mcnemar_exact_p,
+    newcombe_interval,
+    newcombe_paired_interval,
+    two_proportions_z_test,
+    wilson_interval,
+    z_value,
+)
+from airflow_provider_aoai_evals.api.summary import RunSummary
 
-DEFAULT_CONFIDENCE = 0.95
-
-#: Names of the methods, as results report them.
-WILSON = "wilson"
-MCNEMAR_EXACT = "mcnemar-exact"
-TWO_PROPORTIONS_Z = "two-proportions-z"
-NEWCOMBE_PAIRED = "newcombe-paired"
-NEWCOMBE_INDEPENDENT = "newcombe-hybrid-score"
-#: The ``test`` of a comparison where a run has nothing to compare.
-NO_TEST = "none"
-
-_LN2 = math.log(2.0)
-
-
-def check_confidence(confidence: float, parameter: str = "confidence") -> float:
-    """A confidence level strictly between 0 and 1 (0.95, not 95); anything else is a setting to fix."""
-    if (
-        isinstance(confidence, bool)
-        or not isinstance(confidence, (int, float))
-        or not 0 < confidence < 1
-        or math.isnan(confidence)
-    ):
-        raise EvalsConfigError(parameter, f"must be a level between 0 and 1 such as 0.95, got {confidence!r}")
-    return float(confidence)
-
-
-def _check_counts(successes: int, n: int) -> None:
-    if not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
-
-
-def z_value(confidence: float) -> float:
-    """The two-sided normal quantile for ``confidence`` (1.959963984540054 for 0.95)."""
-    return NormalDist().inv_cdf(0.5 + check_confidence(confidence) / 2)
-
-
-# ---- one rate --------------------------------------------------------------------------------------------
-
-
-def wilson_interval(
-    successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE
-) -> tuple[float, float] | None:
-    """The Wilson score interval for ``successes`` of ``n``; None when ``n`` is 0.
-
-    None rather than (0, 1): with no item graded there is no rate, and a gate must say "no results"
-    instead of comparing a threshold with a made-up interval. At 0 (or ``n``) successes the bound on that
-    side is exactly 0 (or 1), where the float formula can land a few ulps off.
-    """
-    _check_counts(successes, n)
-    z = z_value(confidence)
-    if n == 0:
-        return None
-    z2 = z * z
-    center = (successes + z2 / 2) / (n + z2)
-    half = z * math.sqrt(successes * (n - successes) / n + z2 / 4) / (n + z2)
-    low = 0.0 if successes == 0 else max(0.0, center - half)
-    high = 1.0 if successes == n else min(1.0, center + half)
-    return low, high
-
-
-@dataclass(frozen=True)
-class RateEstimate:
-    """A pass rate, ``passed`` of ``n``, with its Wilson interval (all None when ``n`` is 0)."""
-
-    passed: int
-    n: int
-    rate: float | None
-    low: float | None
-    high: float | None
-    confidence: float
-    method: str = WILSON
-
-    def to_xcom(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "n": self.n,
-            "rate": self.rate,
-            "low": self.low,
-            "high": self.high,
-            "confidence": self.confidence,
-            "method": self.method,
-        }
-
-
-def estimate_rate(passed: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> RateEstimate:
-    """``passed / n`` with its interval. Callers pass the policy's numerator and denominator
-    (``RunSummary`` counts, see ``run_rates``); this function only does the arithmetic."""
-    interval = wilson_interval(passed, n, confidence)
-    return RateEstimate(
-        passed=passed,
-        n=n,
-        rate=passed / n if n else None,
-        low=interval[0] if interval else None,
-        high=interval[1] if interval else None,
-        confidence=check_confidence(confidence),
-    )
-
-
-# ---- paired runs -----------------------------------------------------------------------------------------
-
-
-def _binomial_half_cdf(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Binomial(n, 1/2) and k < n/2, in O(sqrt(n)) float operations.
-
-    The exact sum of comb(n, i) / 2**n takes big integers of n bits (13 s at n = 10**6). Instead the
-    largest term, i = k, comes from lgamma in log space (relative error ~1e-16 * n*ln2: about 1e-11 at
-    n = 20,000), and the others as ratios of it, t(i-1) / t(i) = i / (n-i+1) < 1, summed until they no
-    longer change a double. Below ~1e-308 the result underflows to 0.0, which a p-value may.
-    """
-    log_top = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * _LN2
-    total = term = 1.0
-    for i in range(k, 0, -1):
-        term *= i / (n - i + 1)
-        total += term
-        if term < total * 1e-17:
-            break
-    return math.exp(log_top + math.log(total))
-
-
-def mcnemar_exact_p(pass_to_fail: int, fail_to_pass: int) -> float:
-    """Two-sided exact McNemar p-value: how surprising this split of the discordant pairs would be if
-    the two runs were equally good, i.e. if each flip were equally likely to go either way.
-
-    Only the flips carry evidence; items that passed (or failed) in both runs say nothing about which
-    run is better. No flips at all, or as many each way, give 1.0. Equals statsmodels'
-    ``mcnemar(table, exact=True)`` and scipy's ``binomtest(b, b + c, 0.5)``.
-    """
-    if pass_to_fail < 0 or fail_to_pass < 0:
-        raise ValueError(f"flip counts must be >= 0, got {pass_to_fail} and {fail_to_pass}")
-    n = pass_to_fail + fail_to_pass
-    k = min(pass_to_fail, fail_to_pass)
-    if n == 0 or 2 * k >= n:
-        return 1.0
-    return min(1.0, 2.0 * _binomial_half_cdf(k, n))
-
-
-def newcombe_paired_interval(
-    both_passed: int,
-    pass_to_fail: int,
-    fail_to_pass: int,
-    both_failed: int,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> tuple[float, float] | None:
-    """Interval for candidate minus baseline pass rate over the same items (None without items).
-
-    Newcombe (1998), "Improved confidence intervals for the difference between binomial proportions
-    based on paired data", method 10: each run's Wilson interval, combined by square-and-add with the
-    correlation phi between the runs, which Newcombe shrinks towards 0 by n/2 (and sets to 0 when
-    positive but smaller than that) so that the interval is not too narrow. Items that pass in both runs
-    narrow it; the same flips with fewer agreeing items give a wider one.
-    """
-    counts = (both_passed, pass_to_fail, fail_to_pass, both_failed)
-    if min(counts) < 0:
-        raise ValueError(f"pair counts must be >= 0, got {counts}")
-    n = sum(counts)
-    if n == 0:
-        check_confidence(confidence)
-        return None
-    candidate_passed = both_passed + fail_to_pass
-    baseline_passed = both_passed + pass_to_fail
-    p1, p2 = candidate_passed / n, baseline_passed / n
-    l1, u1 = wilson_interval(candidate_passed, n, confidence) or (0.0, 1.0)
-    l2, u2 = wilson_interval(baseline_passed, n, confidence) or (0.0, 1.0)
-    margins = candidate_passed * (n - candidate_passed) * baseline_passed * (n - baseline_passed)
-    phi = 0.0
-    if margins > 0:
-        a = both_passed * both_failed - fail_to_pass * pass_to_fail
-        if a > n / 2:
-            phi = (a - n / 2) / math.sqrt(margins)
-        elif a < 0:
-            phi = a / math.sqrt(margins)
-    d = p1 - p2
-    below = math.sqrt(max(0.0, (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2)))
-    above = math.sqrt(max(0.0, (p2 - l2) ** 2 + (u1 - p1) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1)))
-    return max(-1.0, d - below), min(1.0, d + above)
-
-
-# ---- independent runs ------------------------------------------------------------------------------------
-
-
-def two_proportions_z_test(
-    candidate_passed: int, candidate_n: int, baseline_passed: int, baseline_n: int
-) -> tuple[float, float] | None:
-    """(z, two-sided p-value) of the pooled two-proportions z-test; None when a run has no items.
-
-    When both runs pass everything (or nothing) the pooled variance is 0 and the rates are equal, so
-    z is 0 and p is 1.0 (statsmodels' ``proportions_ztest`` gives nan there). The p-value comes from
-    ``erfc``, not ``1 - cdf``, so it keeps its digits far into the tail.
-    """
-    _check_counts(candidate_passed, candidate_n)
-    _check_counts(baseline_passed, baseline_n)
-    if candidate_n == 0 or baseline_n == 0:
-        return None
-    pooled = (candidate_passed + baseline_passed) / (candidate_n + baseline_n)
-    variance = pooled * (1 - pooled) * (1 / candidate_n + 1 / baseline_n)
-    if variance <= 0:
-        return 0.0, 1.0
-    z = (candidate_passed / candidate_n - baseline_passed / baseline_n) / math.sqrt(variance)
-    return z, math.erfc(abs(z) / math.sqrt(2))
-
-
-def newcombe_interval(
-    candidate_passed: int,
-    candidate_n: int,
-    baseline_passed: int,
-    baseline_n: int,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> tuple[float, float] | None:
-    """Interval for candidate minus baseline pass rate of two independent runs (None if one is empty).
-
-    Newcombe (1998), "Interval estimation for the difference between independent proportions", method
-    10 (hybrid score, square-and-add of the two Wilson intervals); statsmodels calls it ``"newcomb"``.
-    """
-    c = wilson_interval(candidate_passed, candidate_n, confidence)
-    b = wilson_interval(baseline_passed, baseline_n, confidence)
-    if c is None or b is None:
-        return None
-    p1, p2 = candidate_passed / candidate_n, baseline_passed / baseline_n
-    d = p1 - p2
-    below = math.sqrt((p1 - c[0]) ** 2 + (b[1] - p2) ** 2)
-    above = math.sqrt((p2 - b[0]) ** 2 + (c[1] - p1) ** 2)
-    return max(-1.0, d - below), min(1.0, d + above)
-
-
-# ---- runs ------------------------------------------------------------------------------------------------
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "MCNEMAR_EXACT",
+    "NEWCOMBE_INDEPENDENT",
+    "NEWCOMBE_PAIRED",
+    "NO_TEST",
+    "TWO_PROPORTIONS_Z",
+    "WILSON",
+    "Comparison",
+    "CriterionEstimate",
+    "RateComparison",
+    "RateEstimate",
+    "RunRates",
+    "check_confidence",
+    "compare_independent",
+    "compare_paired",
+    "compare_runs",
+    "estimate_rate",
+    "mcnemar_exact_p",
+    "newcombe_interval",
+    "newcombe_paired_interval",
+    "run_rates",
+    "two_proportions_z_test",
+    "wilson_interval",
+    "z_value",
+]
 
 
 @dataclass(frozen=True)
@@ -309,274 +115,4 @@ def run_rates(summary: RunSummary, confidence: float = DEFAULT_CONFIDENCE) -> Ru
             CriterionEstimate(c.name, c.id, estimate_rate(c.passed, c.graded, confidence))
             for c in summary.criteria
         ),
-    )
-
-
-@dataclass(frozen=True)
-class RateComparison:
-    """One rate of two runs compared: the test used, why, and the difference (candidate - baseline)."""
-
-    name: str
-    test: str
-    reason: str
-    candidate: RateEstimate
-    baseline: RateEstimate
-    difference: float | None
-    low: float | None
-    high: float | None
-    interval_method: str | None
-    p_value: float | None
-    confidence: float
-    #: Paired tests only: items that passed in the baseline and failed in the candidate, and back.
-    pass_to_fail: int | None = None
-    fail_to_pass: int | None = None
-
-    @property
-    def regression(self) -> float | None:
-        """How far the rate dropped (baseline - candidate), in rate points; negative for a gain."""
-        return None if self.difference is None else -self.difference
-
-    def to_xcom(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "test": self.test,
-            "reason": self.reason,
-            "candidate": self.candidate.to_xcom(),
-            "baseline": self.baseline.to_xcom(),
-            "difference": self.difference,
-            "low": self.low,
-            "high": self.high,
-            "interval_method": self.interval_method,
-            "p_value": self.p_value,
-            "confidence": self.confidence,
-            "pass_to_fail": self.pass_to_fail,
-            "fail_to_pass": self.fail_to_pass,
-        }
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Two runs compared, overall and per criterion both runs have."""
-
-    candidate_run_id: str
-    baseline_run_id: str
-    paired: bool
-    reason: str
-    confidence: float
-    overall: RateComparison
-    criteria: tuple[RateComparison, ...]
-    criteria_only_in_candidate: tuple[str, ...] = ()
-    criteria_only_in_baseline: tuple[str, ...] = ()
-    #: From the pairing, when there was one: items in both runs, and in one run only.
-    matched: int | None = None
-    missing_in_candidate: int | None = None
-    missing_in_baseline: int | None = None
-
-    @property
-    def test(self) -> str:
-        return self.overall.test
-
-    def criterion(self, name: str) -> RateComparison | None:
-        return next((c for c in self.criteria if c.name == name), None)
-
-    def to_xcom(self) -> dict[str, Any]:
-        return {
-            "candidate_run_id": self.candidate_run_id,
-            "baseline_run_id": self.baseline_run_id,
-            "paired": self.paired,
-            "test": self.test,
-            "reason": self.reason,
-            "confidence": self.confidence,
-            "overall": self.overall.to_xcom(),
-            "criteria": [c.to_xcom() for c in self.criteria],
-            "criteria_only_in_candidate": list(self.criteria_only_in_candidate),
-            "criteria_only_in_baseline": list(self.criteria_only_in_baseline),
-            "matched": self.matched,
-            "missing_in_candidate": self.missing_in_candidate,
-            "missing_in_baseline": self.missing_in_baseline,
-        }
-
-
-def compare_paired(name: str, counts: PairedCounts, reason: str, confidence: float) -> RateComparison:
-    """Exact McNemar and Newcombe's paired interval on one paired table."""
-    interval = newcombe_paired_interval(
-        counts.both_passed, counts.pass_to_fail, counts.fail_to_pass, counts.both_failed, confidence
-    )
-    candidate = estimate_rate(counts.candidate_passed, counts.n, confidence)
-    baseline = estimate_rate(counts.baseline_passed, counts.n, confidence)
-    if interval is None or candidate.rate is None or baseline.rate is None:
-        return _untested(name, "no item is in both runs", candidate, baseline, confidence)
-    return RateComparison(
-        name=name,
-        test=MCNEMAR_EXACT,
-        reason=reason,
-        candidate=candidate,
-        baseline=baseline,
-        difference=(counts.fail_to_pass - counts.pass_to_fail) / counts.n,
-        low=interval[0],
-        high=interval[1],
-        interval_method=NEWCOMBE_PAIRED,
-        p_value=mcnemar_exact_p(counts.pass_to_fail, counts.fail_to_pass),
-        confidence=confidence,
-        pass_to_fail=counts.pass_to_fail,
-        fail_to_pass=counts.fail_to_pass,
-    )
-
-
-def compare_independent(
-    name: str,
-    candidate_passed: int,
-    candidate_n: int,
-    baseline_passed: int,
-    baseline_n: int,
-    reason: str,
-    confidence: float,
-) -> RateComparison:
-    """The pooled z-test and Newcombe's hybrid score interval on two runs' counts."""
-    candidate = estimate_rate(candidate_passed, candidate_n, confidence)
-    baseline = estimate_rate(baseline_passed, baseline_n, confidence)
-    test = two_proportions_z_test(candidate_passed, candidate_n, baseline_passed, baseline_n)
-    interval = newcombe_interval(candidate_passed, candidate_n, baseline_passed, baseline_n, confidence)
-    if test is None or interval is None or candidate.rate is None or baseline.rate is None:
-        side = "the candidate run" if candidate_n == 0 else "the baseline run"
-        return _untested(name, f"{side} has no results", candidate, baseline, confidence)
-    return RateComparison(
-        name=name,
-        test=TWO_PROPORTIONS_Z,
-        reason=reason,
-        candidate=candidate,
-        baseline=baseline,
-        difference=candidate.rate - baseline.rate,
-        low=interval[0],
-        high=interval[1],
-        interval_method=NEWCOMBE_INDEPENDENT,
-        p_value=test[1],
-        confidence=confidence,
-    )
-
-
-def _untested(
-    name: str, reason: str, candidate: RateEstimate, baseline: RateEstimate, confidence: float
-) -> RateComparison:
-    return RateComparison(
-        name=name,
-        test=NO_TEST,
-        reason=reason,
-        candidate=candidate,
-        baseline=baseline,
-        difference=None,
-        low=None,
-        high=None,
-        interval_method=None,
-        p_value=None,
-        confidence=confidence,
-    )
-
-
-def _items(n: int) -> str:
-    return f"{n} item" if n == 1 else f"{n} items"
-
-
-def _pairing_verdict(pairing: Pairing | None) -> tuple[bool, str]:
-    """Whether the paired test applies, and the reason a person reads either way."""
-    if pairing is None:
-        return False, "output items were not paired; compared from result counts"
-    if pairing.unpairable_reason is not None:
-        return False, pairing.unpairable_reason
-    if pairing.unmatched:
-        # A McNemar test on the overlap alone would answer a question about a subset the two summaries'
-        # rates do not describe; the independent test compares the rates as reported.
-        return False, (
-            f"runs have different datasets: {_items(pairing.unmatched)} unmatched "
-            f"({pairing.missing_in_candidate} missing from the candidate, "
-            f"{pairing.missing_in_baseline} missing from the baseline)"
-        )
-    if pairing.matched == 0:
-        return False, "no output items to pair"
-    return True, f"paired by datasource_item_id ({_items(pairing.matched)})"
-
-
-def _match_criteria(
-    candidate: RunSummary, baseline: RunSummary
-) -> tuple[list[tuple[str, CriterionSummary, CriterionSummary]], tuple[str, ...], tuple[str, ...]]:
-    """Criteria both runs have, matched by the user's name (the API's ids differ between evals), or by
-    exact id where a name is used twice in a run. Returns (key, candidate's, baseline's) triples."""
-
-    def keyed(summary: RunSummary) -> dict[str, CriterionSummary]:
-        names = [c.name for c in summary.criteria]
-        return {c.name if names.count(c.name) == 1 else c.id: c for c in summary.criteria}
-
-    new, old = keyed(candidate), keyed(baseline)
-    both = [(key, new[key], old[key]) for key in new if key in old]
-    return both, tuple(k for k in new if k not in old), tuple(k for k in old if k not in new)
-
-
-def compare_runs(
-    candidate: RunSummary,
-    baseline: RunSummary,
-    pairing: Pairing | None = None,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> Comparison:
-    """Compare ``candidate`` with ``baseline``, paired item by item when ``pairing`` allows.
-
-    Paired (every item in both runs, ids usable): exact McNemar and Newcombe's paired interval on the
-    items' outcomes. Otherwise the pooled z-test and Newcombe's independent interval on the summaries'
-    counts, and ``reason`` says why the items were not paired. A criterion that no matched item was
-    graded by in both runs falls back to its counts the same way.
-    """
-    confidence = check_confidence(confidence)
-    if pairing is not None:
-        # Swapped runs would flip the sign of every difference, turning a regression into a gain.
-        for side, summary, paired_id in (
-            ("baseline", baseline, pairing.baseline_run_id),
-            ("candidate", candidate, pairing.candidate_run_id),
-        ):
-            if paired_id is not None and paired_id != summary.run_id:
-                raise ValueError(
-                    f"the pairing's {side} is run {paired_id}, but the {side} summary is run {summary.run_id}"
-                )
-    paired, reason = _pairing_verdict(pairing)
-    if paired and pairing is not None:
-        overall = compare_paired("pass_rate", pairing.overall, reason, confidence)
-    else:
-        overall = compare_independent(
-            "pass_rate",
-            candidate.counts.passed,
-            candidate.counts.executed,
-            baseline.counts.passed,
-            baseline.counts.executed,
-            reason,
-            confidence,
-        )
-    matched, only_candidate, only_baseline = _match_criteria(candidate, baseline)
-    criteria = []
-    for key, new, old in matched:
-        pairs = pairing.criterion(key) if paired and pairing is not None else None
-        if pairs is not None and pairs.counts.n > 0:
-            why = reason
-            if pairs.one_sided:
-                why += f"; {_items(pairs.one_sided)} graded by it in one run only left out"
-            criteria.append(compare_paired(key, pairs.counts, why, confidence))
-        else:
-            why = (
-                reason if not paired else "no item was graded by it in both runs; compared from result counts"
-            )
-            criteria.append(
-                compare_independent(key, new.passed, new.graded, old.passed, old.graded, why, confidence)
-            )
-    return Comparison(
-        candidate_run_id=candidate.run_id,
-        baseline_run_id=baseline.run_id,
-        paired=paired,
-        reason=reason,
-        confidence=confidence,
-        overall=overall,
-        criteria=tuple(criteria),
-        criteria_only_in_candidate=only_candidate,
-        criteria_only_in_baseline=only_baseline,
-        matched=pairing.matched if pairing is not None and pairing.pairable else None,
-        missing_in_candidate=pairing.missing_in_candidate
-        if pairing is not None and pairing.pairable
-        else None,
-        missing_in_baseline=pairing.missing_in_baseline if pairing is not None and pairing.pairable else None,
     )
