@@ -1,5 +1,5 @@
 """Two runs compared, overall and per criterion: paired item by item when the pairing allows, from counts
-otherwise.
+otherwise, and the comparison in words.
 
 ``compare_runs`` chooses the test for each rate (``proportions``: exact McNemar with Newcombe's paired
 interval, or the pooled z-test with Newcombe's independent one) and says why, so that a gate, the compare
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_aoai_evals.api import proportions
-from airflow_provider_aoai_evals.api.pairing import PairedCounts, Pairing
+from airflow_provider_aoai_evals.api.pairing import FAIL_TO_PASS, PASS_TO_FAIL, PairedCounts, Pairing
 from airflow_provider_aoai_evals.api.summary import CriterionSummary, RunSummary
 
 
@@ -291,3 +291,49 @@ def compare_runs(
         missing_in_candidate=counted.missing_in_candidate if counted is not None else None,
         missing_in_baseline=counted.missing_in_baseline if counted is not None else None,
     )
+
+
+# ---- in words --------------------------------------------------------------------------------------------
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def summary_lines(comparison: Comparison, pairing: Pairing) -> list[str]:
+    """The comparison for a person: what was paired, then one line per check. The compare operator logs
+    them and returns them in its XCom, so a notification downstream can quote them without formatting
+    numbers itself."""
+    how = comparison.reason if comparison.paired else f"not paired ({comparison.reason})"
+    lines = [
+        f"eval run {comparison.candidate_run_id} against baseline {comparison.baseline_run_id}: {how}; "
+        f"{_or_dash(comparison.matched)} matched, "
+        f"{_or_dash(comparison.missing_in_candidate)} missing from the run, "
+        f"{_or_dash(comparison.missing_in_baseline)} missing from the baseline; errored items: "
+        f"{pairing.errored_baseline} in the baseline, {pairing.errored_candidate} in the run"
+    ]
+    lines.extend(comparison_line(check) for check in (comparison.overall, *comparison.criteria))
+    for side, names in (
+        ("run", comparison.criteria_only_in_candidate),
+        ("baseline", comparison.criteria_only_in_baseline),
+    ):
+        if names:
+            lines.append(f"criteria only in the {side}, not compared: {', '.join(names)}")
+    return lines
+
+
+def comparison_line(check: RateComparison) -> str:
+    """One check in words: the rates, the difference with its interval, p, the flips, the test and why."""
+    head = f"{check.name}: {_pct(check.baseline.rate)} -> {_pct(check.candidate.rate)}"
+    d, low, high, p = check.difference, check.low, check.high, check.p_value
+    if d is None or low is None or high is None or p is None:
+        return f"{head}; not tested: {check.reason}"
+    level = f"{check.confidence * 100:g}%"
+    text = f"{head} ({d * 100:+.1f} points, {level} CI {low * 100:+.1f} to {high * 100:+.1f}), p={p:.4g}"
+    if check.pass_to_fail is not None and check.fail_to_pass is not None:
+        text += f", {check.pass_to_fail} {PASS_TO_FAIL} / {check.fail_to_pass} {FAIL_TO_PASS}"
+    return f"{text}; {check.test}: {check.reason}"

@@ -12,22 +12,19 @@ Memory is bounded by one run's compact outcome map, never by a run's items:
   that the same ``datasource_item_id`` is the same row with a digest, without holding the rows);
 * with a destination, the candidate's side of each flipped item (its output text and grader results) is
   written to a local spool file as it is paired, and the flipped ids are held in a dict; pass 2 streams
-  the baseline again and writes, for each flipped id, one line with both sides. What is held in memory
-  grows with the number of flips (an id and a file offset each), not with the run.
+  the baseline again and writes, for each flipped id, one line with both sides (``_flips``). What is held
+  in memory grows with the number of flips (an id and a file offset each), not with the run.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
-from typing import IO, Any
+from typing import Any
 
 from airflow.providers.common.compat.sdk import (
-    AirflowException,
     AirflowSkipException,
     BaseOperator,
     Context,
@@ -35,23 +32,12 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_aoai_evals.api.client import EvalsClient
+from airflow_provider_aoai_evals.api.comparison import comparison_line, summary_lines
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.models import EvalRun, OutputItem, RunStatus
 from airflow_provider_aoai_evals.api.operations import MAX_PAGE_SIZE
-from airflow_provider_aoai_evals.api.pairing import (
-    FAIL_TO_PASS,
-    PASS_TO_FAIL,
-    BaselineOutcomes,
-    Flip,
-    Pairer,
-    Pairing,
-)
-from airflow_provider_aoai_evals.api.stats import (
-    DEFAULT_CONFIDENCE,
-    Comparison,
-    RateComparison,
-    compare_runs,
-)
+from airflow_provider_aoai_evals.api.pairing import BaselineOutcomes, Pairer, Pairing
+from airflow_provider_aoai_evals.api.stats import DEFAULT_CONFIDENCE, compare_runs
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.export.atomic import UnwritableTarget, atomic_write
@@ -66,18 +52,30 @@ from airflow_provider_aoai_evals.operators._destination import (
     prepare_destination,
     unwritable,
 )
-from airflow_provider_aoai_evals.operators._lineage import ObservedRun
+from airflow_provider_aoai_evals.operators._flips import (
+    SPOOL_MEMORY_BYTES,
+    FlipsChanged,
+    FlipSpool,
+    item_side,
+    output_text,
+    write_flips,
+)
+from airflow_provider_aoai_evals.operators._run_lineage import run_lineage
 from airflow_provider_aoai_evals.templating import TemplatedIds
+
+#: With the flips file's pieces and the comparison's words, which callers have always imported from here.
+__all__ = [
+    "SPOOL_MEMORY_BYTES",
+    "EvalRunCompareOperator",
+    "FlipsChanged",
+    "comparison_line",
+    "item_side",
+    "output_text",
+    "summary_lines",
+]
 
 #: What ``destination=None`` means, in error messages.
 _NO_FILE = "no flips file"
-#: The spool of flipped items stays in memory up to this size, then moves to a temporary file on disk.
-SPOOL_MEMORY_BYTES = 4 * 1024 * 1024
-
-
-class FlipsChanged(AirflowException):
-    """A run's items changed between the two passes (a flipped item was not listed again): the flips file
-    would not match the comparison, so none is written. Retrying reads both runs afresh."""
 
 
 def _check_confidence(confidence: Any) -> float:
@@ -93,68 +91,6 @@ def _check_confidence(confidence: Any) -> float:
             "confidence", f"must be a level between 0.5 and 1 (exclusive) such as 0.95, got {confidence!r}"
         )
     return float(confidence)
-
-
-def output_text(item: OutputItem) -> str | None:
-    """The text the model answered (``sample.output[].content``); None when the sample has no output.
-
-    Content is a string in the Evals API, or a list of parts (``{"type": "output_text", "text": ...}``)
-    in the Responses shape; both are read, several messages joined by a newline.
-    """
-    output = (item.sample or {}).get("output")
-    if not isinstance(output, list):
-        return None
-    texts: list[str] = []
-    for message in output:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(
-                part["text"]
-                for part in content
-                if isinstance(part, dict) and isinstance(part.get("text"), str)
-            )
-    return "\n".join(texts) if texts else None
-
-
-def item_side(item: OutputItem) -> dict[str, Any]:
-    """One run's side of a flipped item: what the model said and how each grader judged it."""
-    error = (item.sample or {}).get("error")
-    return {
-        "run_id": item.run_id,
-        "output_item_id": item.id,
-        "status": item.status,
-        "output_text": output_text(item),
-        "error": error if isinstance(error, dict) and (error.get("code") or error.get("message")) else None,
-        "results": [r.model_dump(mode="json", exclude_unset=True) for r in item.results],
-    }
-
-
-@dataclass
-class _Spool:
-    """The candidate's side of each flipped item, written as it is paired: ids in memory, sides on a spool."""
-
-    file: IO[bytes]
-    #: datasource_item_id -> (offset, length) of its record in ``file``
-    index: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-    def add(self, flip: Flip) -> None:
-        record = {
-            "direction": flip.overall,
-            "criteria": dict(flip.criteria),
-            "candidate": item_side(flip.candidate),
-        }
-        data = json.dumps(record, ensure_ascii=False).encode()
-        self.file.seek(0, 2)
-        self.index[flip.datasource_item_id] = (self.file.tell(), len(data))
-        self.file.write(data)
-
-    def read(self, key: int) -> dict[str, Any]:
-        offset, length = self.index[key]
-        self.file.seek(offset)
-        record: dict[str, Any] = json.loads(self.file.read(length))
-        return record
 
 
 class EvalRunCompareOperator(TemplatedIds, BaseOperator):
@@ -229,7 +165,7 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
         self.conn_id = conn_id
         check_destination_type(destination, _NO_FILE)
         # For lineage: the candidate as fetched, the baseline's id, and the file written with its size.
-        self._observed: ObservedRun | None = None
+        self._observed: lineage.ObservedRun | None = None
         self._baseline_id: str | None = None
         self._written: tuple[ObjectStoragePath, int, int] | None = None
 
@@ -273,7 +209,7 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
         eval_id, run_id = str(self.eval_id), str(self.run_id)
         client = self.hook.get_conn()
         run = client.get_run(eval_id, run_id)
-        self._observed = ObservedRun(eval_id, run_id, summarize(run).to_xcom())
+        self._observed = lineage.ObservedRun(eval_id, run_id, summarize(run).to_xcom())
         publish_report_url(context, run.report_url)
         if run.eval_id and run.eval_id != eval_id:
             raise EvalsConfigError("run_id", f"run {run.id} belongs to eval {run.eval_id}, not {eval_id}")
@@ -297,7 +233,7 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
         self._check_completed("baseline_run_id", baseline)
 
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool_file:
-            spool = _Spool(spool_file) if path is not None else None
+            spool = FlipSpool(spool_file) if path is not None else None
             pairing = self._pair(client, eval_id, baseline, run, spool)
             comparison = compare_runs(summarize(run), summarize(baseline), pairing, self.confidence)
             summary = summary_lines(comparison, pairing)
@@ -330,15 +266,22 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
             for page in ahead:
                 yield page.data
 
+    def _feed(
+        self, add: Callable[[list[OutputItem]], None], client: EvalsClient, eval_id: str, run_id: str
+    ) -> int:
+        """Every page of the run to ``add``; returns how many items there were."""
+        count = 0
+        for items in self._pages(client, eval_id, run_id):
+            add(items)
+            count += len(items)
+        return count
+
     def _pair(
-        self, client: EvalsClient, eval_id: str, baseline: EvalRun, run: EvalRun, spool: _Spool | None
+        self, client: EvalsClient, eval_id: str, baseline: EvalRun, run: EvalRun, spool: FlipSpool | None
     ) -> Pairing:
         """Pass 1: the baseline into its compact map, then the candidate past it, a page at a time."""
         outcomes = BaselineOutcomes(baseline.id)
-        baseline_items = 0
-        for items in self._pages(client, eval_id, baseline.id):
-            outcomes.add(items)
-            baseline_items += len(items)
+        baseline_items = self._feed(outcomes.add, client, eval_id, baseline.id)
         if baseline_items == 0:
             raise EvalsConfigError(
                 "baseline_run_id",
@@ -346,10 +289,7 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
                 "graded nothing, or its items were deleted); name a run that has them",
             )
         pairer = Pairer(outcomes, run.id, on_flip=spool.add if spool is not None else None)
-        candidate_items = 0
-        for items in self._pages(client, eval_id, run.id):
-            pairer.add(items)
-            candidate_items += len(items)
+        candidate_items = self._feed(pairer.add, client, eval_id, run.id)
         if candidate_items == 0:
             raise EvalsConfigError(
                 "run_id", f"run {run.id} has no output items, so there is nothing to compare"
@@ -365,46 +305,21 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
         return pairing
 
     def _write_flips(
-        self, client: EvalsClient, eval_id: str, baseline_id: str, path: ObjectStoragePath, spool: _Spool
+        self, client: EvalsClient, eval_id: str, baseline_id: str, path: ObjectStoragePath, spool: FlipSpool
     ) -> dict[str, Any]:
         """Pass 2: the baseline again; each flipped item becomes one line with both runs' sides."""
-        wanted = spool.index
-        written: set[int] = set()
-        size = 0
-        self.log.info("Writing %d flipped items to %s", len(wanted), path)
+        count = size = 0
+        self.log.info("Writing %d flipped items to %s", len(spool.index), path)
         try:
             with atomic_write(path.fs, path.path) as handle:
-                if wanted:  # no flips: an empty file, without reading the baseline again
-                    for items in self._pages(client, eval_id, baseline_id):
-                        for item in items:
-                            key = item.datasource_item_id
-                            if key is None or key not in wanted or key in written:
-                                continue
-                            record = spool.read(key)
-                            line = {
-                                "datasource_item_id": key,
-                                "direction": record["direction"],
-                                "criteria": record["criteria"],
-                                "item": item.datasource_item,
-                                "baseline": item_side(item),
-                                "candidate": record["candidate"],
-                            }
-                            data = json.dumps(line, ensure_ascii=False).encode() + b"\n"
-                            handle.write(data)
-                            size += len(data)
-                            written.add(key)
-                    if len(written) != len(wanted):
-                        missing = sorted(set(wanted) - written)
-                        raise FlipsChanged(
-                            f"baseline run {baseline_id} no longer lists {len(missing)} of the "
-                            f"{len(wanted)} flipped items (datasource_item_id {missing[:5]}...); no flips file "
-                            "written"
-                        )
+                if spool.index:  # no flips: an empty file, without reading the baseline again
+                    pages = self._pages(client, eval_id, baseline_id)
+                    count, size = write_flips(pages, spool, handle.write, baseline_id)
         except UnwritableTarget as exc:
             raise unwritable(path, exc) from None
-        self._written = (path, len(written), size)
-        self.log.info("Wrote %d flipped items (%d bytes) to %s", len(written), size, path)
-        return {"flips_path": str(path), "flips": len(written)}
+        self._written = (path, count, size)
+        self.log.info("Wrote %d flipped items (%d bytes) to %s", count, size, path)
+        return {"flips_path": str(path), "flips": count}
 
     # -- lineage -------------------------------------------------------------------------------------------
 
@@ -414,63 +329,15 @@ class EvalRunCompareOperator(TemplatedIds, BaseOperator):
         return lineage.to_operator_lineage(self._lineage_report)
 
     def _lineage_report(self) -> lineage.LineageReport | None:
-        namespace = lineage.namespace_of(self.hook)
-        if namespace is None:
-            return None
-        eval_id, run_id = str(self.eval_id), str(self.run_id)
-        inputs = [lineage.run_dataset(namespace, eval_id, run_id)]
-        if self._baseline_id:
-            inputs.append(lineage.run_dataset(namespace, eval_id, self._baseline_id))
         outputs = []
         if self._written is not None:
             path, count, size = self._written
             outputs.append(lineage.storage_dataset(path, row_count=count, size_bytes=size))
-        return lineage.LineageReport(
-            api_namespace=namespace,
-            inputs=inputs,
+        return run_lineage(
+            self.hook,
+            str(self.eval_id),
+            str(self.run_id),
+            self._observed,
+            baseline_run_id=self._baseline_id,
             outputs=outputs,
-            facet=lineage.run_facet_fields(self._observed, eval_id, run_id),
-            external_run_id=run_id,
         )
-
-
-def _or_dash(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-def _pct(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.1%}"
-
-
-def summary_lines(comparison: Comparison, pairing: Pairing) -> list[str]:
-    """The comparison for a person: what was paired, then one line per check. Logged, and returned in the
-    XCom so a notification downstream can quote it without formatting numbers itself."""
-    how = comparison.reason if comparison.paired else f"not paired ({comparison.reason})"
-    lines = [
-        f"eval run {comparison.candidate_run_id} against baseline {comparison.baseline_run_id}: {how}; "
-        f"{_or_dash(comparison.matched)} matched, "
-        f"{_or_dash(comparison.missing_in_candidate)} missing from the run, "
-        f"{_or_dash(comparison.missing_in_baseline)} missing from the baseline; errored items: "
-        f"{pairing.errored_baseline} in the baseline, {pairing.errored_candidate} in the run"
-    ]
-    lines.extend(comparison_line(check) for check in (comparison.overall, *comparison.criteria))
-    for side, names in (
-        ("run", comparison.criteria_only_in_candidate),
-        ("baseline", comparison.criteria_only_in_baseline),
-    ):
-        if names:
-            lines.append(f"criteria only in the {side}, not compared: {', '.join(names)}")
-    return lines
-
-
-def comparison_line(check: RateComparison) -> str:
-    """One check in words: the rates, the difference with its interval, p, the flips, the test and why."""
-    head = f"{check.name}: {_pct(check.baseline.rate)} -> {_pct(check.candidate.rate)}"
-    d, low, high, p = check.difference, check.low, check.high, check.p_value
-    if d is None or low is None or high is None or p is None:
-        return f"{head}; not tested: {check.reason}"
-    level = f"{check.confidence * 100:g}%"
-    text = f"{head} ({d * 100:+.1f} points, {level} CI {low * 100:+.1f} to {high * 100:+.1f}), p={p:.4g}"
-    if check.pass_to_fail is not None and check.fail_to_pass is not None:
-        text += f", {check.pass_to_fail} {PASS_TO_FAIL} / {check.fail_to_pass} {FAIL_TO_PASS}"
-    return f"{text}; {check.test}: {check.reason}"

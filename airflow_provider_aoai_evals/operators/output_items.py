@@ -38,7 +38,7 @@ from airflow_provider_aoai_evals.operators._destination import (
     prepare_destination,
     unwritable,
 )
-from airflow_provider_aoai_evals.operators._lineage import ObservedRun
+from airflow_provider_aoai_evals.operators._run_lineage import run_lineage
 from airflow_provider_aoai_evals.templating import TemplatedIds
 
 #: Seconds between INFO progress lines during a long export (the first page is always logged).
@@ -118,7 +118,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.max_xcom_items = max_xcom_items
         # For lineage: the run as fetched, and where the export went with its return value.
-        self._observed: ObservedRun | None = None
+        self._observed: lineage.ObservedRun | None = None
         self._exported: tuple[ObjectStoragePath | None, dict[str, Any]] | None = None
         # Fail at DAG parse time for what templates cannot change; the rest is checked again after rendering.
         self._check_static()
@@ -174,7 +174,7 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
             prepare_destination(path)
         client = self.hook.get_conn()
         run = client.get_run(self.eval_id, self.run_id)  # 404s and auth errors fail before any file exists
-        self._observed = ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
+        self._observed = lineage.ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
         expected = self._expected_count(run)
         if not run.is_terminal:
             self.log.warning(
@@ -231,30 +231,25 @@ class ExportEvalRunOutputItemsOperator(TemplatedIds, BaseOperator):
         return lineage.to_operator_lineage(self._lineage_report)
 
     def _lineage_report(self) -> lineage.LineageReport | None:
-        namespace = lineage.namespace_of(self.hook)
-        if namespace is None:
-            return None
-        facet = lineage.run_facet_fields(self._observed, str(self.eval_id), str(self.run_id))
         outputs = []
+        facet: dict[str, Any] | None = None
         if self._exported is not None:
             path, result = self._exported
             if path is not None:
                 outputs.append(
                     lineage.storage_dataset(path, row_count=result["count"], size_bytes=result["bytes"])
                 )
-            facet["export"] = {
-                "statusFilter": self.status,
-                "format": result["format"],
-                "count": result["count"],
-                "byStatus": result["by_status"],
-                "bytes": result["bytes"],
+            facet = {
+                "export": {
+                    "statusFilter": self.status,
+                    "format": result["format"],
+                    "count": result["count"],
+                    "byStatus": result["by_status"],
+                    "bytes": result["bytes"],
+                }
             }
-        return lineage.LineageReport(
-            api_namespace=namespace,
-            inputs=[lineage.run_dataset(namespace, str(self.eval_id), str(self.run_id))],
-            outputs=outputs,
-            facet=facet,
-            external_run_id=str(self.run_id),
+        return run_lineage(
+            self.hook, str(self.eval_id), str(self.run_id), self._observed, outputs=outputs, facet=facet
         )
 
     def _to_xcom(self, client: Any, fmt: Any, expected: int | None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
 from airflow_provider_aoai_evals.operators import _lineage as lineage
 from airflow_provider_aoai_evals.operators._baseline import PREVIOUS, resolve_baseline
-from airflow_provider_aoai_evals.operators._lineage import ObservedRun
+from airflow_provider_aoai_evals.operators._run_lineage import run_lineage
 from airflow_provider_aoai_evals.templating import TemplatedIds
 
 
@@ -118,7 +118,7 @@ class _QualityGate(TemplatedIds, BaseOperator):
         self.allow_missing_baseline = allow_missing_baseline
         self.conn_id = conn_id
         # For lineage: the judged run as fetched and the verdict (set before a failing gate raises).
-        self._observed: ObservedRun | None = None
+        self._observed: lineage.ObservedRun | None = None
         self._verdict: dict[str, Any] | None = None
 
     @cached_property
@@ -133,7 +133,7 @@ class _QualityGate(TemplatedIds, BaseOperator):
             validate_id("baseline_run_id", self.baseline_run_id)
         client = self.hook.get_conn()
         run = client.get_run(self.eval_id, self.run_id)
-        self._observed = ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
+        self._observed = lineage.ObservedRun(self.eval_id, self.run_id, summarize(run).to_xcom())
         publish_report_url(context, run.report_url)
         thresholds = self.thresholds
         summary = summarize(run)
@@ -165,19 +165,14 @@ class _QualityGate(TemplatedIds, BaseOperator):
         return lineage.to_operator_lineage(self._lineage_report)
 
     def _lineage_report(self) -> lineage.LineageReport | None:
-        namespace = lineage.namespace_of(self.hook)
-        if namespace is None:
-            return None
-        eval_id, run_id = str(self.eval_id), str(self.run_id)
-        inputs = [lineage.run_dataset(namespace, eval_id, run_id)]
-        facet = lineage.run_facet_fields(self._observed, eval_id, run_id)
-        if self._verdict is not None:
-            facet["verdict"] = lineage.verdict_fields(self._verdict)
-            baseline = self._verdict.get("baseline_run_id")
-            if baseline:
-                inputs.append(lineage.run_dataset(namespace, eval_id, str(baseline)))
-        return lineage.LineageReport(
-            api_namespace=namespace, inputs=inputs, facet=facet, external_run_id=run_id
+        baseline = self._verdict.get("baseline_run_id") if self._verdict is not None else None
+        return run_lineage(
+            self.hook,
+            str(self.eval_id),
+            str(self.run_id),
+            self._observed,
+            baseline_run_id=str(baseline) if baseline else None,
+            facet={"verdict": lineage.verdict_fields(self._verdict)} if self._verdict is not None else None,
         )
 
     def _compare(self, client: EvalsClient, summary: RunSummary, baseline: RunSummary) -> Comparison:
