@@ -62,13 +62,7 @@ def read_answer(
             secrets=secrets_in(auth_headers),
         )
     if not body or body.isspace():  # isspace stops at the first other byte; strip would copy a page
-        raise EvalsServerError(
-            f"the response (HTTP {status}) had an empty body",
-            status_code=status,
-            request_id=request_id_from(headers),
-            method=req.method,
-            path=req.path,
-        )
+        raise _unreadable(EvalsServerError, f"(HTTP {status}) had an empty body", call, status, headers)
     try:
         return call.parse(body)
     except (ValidationError, json.JSONDecodeError, UnexpectedShapeError) as exc:
@@ -84,13 +78,20 @@ def read_answer(
         else:
             error_class = EvalsPermanentError
             problem = f"had an unexpected shape: {shape_problem(exc)}"
-        raise error_class(
-            f"the response {problem}",
-            status_code=status,
-            request_id=request_id_from(headers),
-            method=req.method,
-            path=req.path,
-        ) from None
+        raise _unreadable(error_class, problem, call, status, headers) from None
+
+
+def _unreadable(
+    error_class: type[EvalsAPIError], problem: str, call: Call[Any], status: int, headers: Mapping[str, str]
+) -> EvalsAPIError:
+    """A 2xx answer that cannot be read, named by what was wrong with it."""
+    return error_class(
+        f"the response {problem}",
+        status_code=status,
+        request_id=request_id_from(headers),
+        method=call.request.method,
+        path=call.request.path,
+    )
 
 
 def shape_problem(exc: Exception) -> str:
