@@ -20,7 +20,8 @@ Delivery is *at least once*. The algorithm (see docs/event-driven.md for the lon
 * On Airflow 3.3+ the triggerer injects ``asset_state_store``; the cursor is kept there, so a restart
   repeats nothing and misses nothing. A run is written there as handled only ``cursor_commit_delay`` seconds
   after its event was yielded: the triggerer persists events asynchronously, and a cursor must never be
-  ahead of the events (a crash in that window repeats the event instead of losing it).
+  ahead of the events (a crash in that window repeats the event instead of losing it). The cursor and how
+  it is kept are in ``triggers._watch_cursor``; this module decides what a poll reads and what fires.
 
 Errors: transient ones (network, 429, 5xx) are logged and polling continues at ``poll_interval``; permanent
 ones (401/403/404, a missing connection) are logged as errors and retried every
@@ -31,9 +32,7 @@ the DAG's schedule without a sound, so it keeps running and says loudly what is 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
@@ -50,79 +49,31 @@ from airflow_provider_aoai_evals.api.models import RunStatus
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.triggers._watch_cursor import (
+    CURSOR_VERSION,
+    MAX_HANDLED,
+    STORE_TIMEOUT,
+    CursorStore,
+    WatchCursor,
+    created_at,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_aoai_evals.api.client import AsyncEvalsClient
     from airflow_provider_aoai_evals.api.models import EvalRun
 
-CURSOR_VERSION = 1
-#: Terminal runs remembered as handled. About 50 bytes each in the state store, whose values Airflow 3.3
-#: warns about above 64 KB by default. Only a burst of more runs than this within ``settle_seconds``
-#: evicts an entry that still matters, and then the floor is raised past it (a repeat is avoided; see
-#: ``_Cursor.prune``).
-MAX_HANDLED = 500
+# The cursor's limits live with it and are still importable from here.
+__all__ = [
+    "CURSOR_VERSION",
+    "MAX_HANDLED",
+    "MAX_SEEDED_PER_STATUS",
+    "STORE_TIMEOUT",
+    "EvalRunFinishedTrigger",
+]
+
 #: In-flight runs looked up at start-up through the list's status filter, per status.
 MAX_SEEDED_PER_STATUS = 1000
 _MAX_PAGE = 100
-#: Seconds a state-store read or write may take before it is given up (the watch must not hang on it).
-STORE_TIMEOUT = 30.0
-
-
-@dataclass
-class _Cursor:
-    """What the watcher has decided so far. JSON-ready; persisted in the asset state store on Airflow 3.3+."""
-
-    floor: int
-    handled: dict[str, int] = field(default_factory=dict)  # run id -> created_at
-    pending: dict[str, int] = field(default_factory=dict)  # run id -> created_at
-    gap: tuple[str, int] | None = None  # (list desc after this run id, down to this created_at)
-    seeded: bool = False  # in-flight runs have been looked up (done once, on a start without a cursor)
-
-    def snapshot(self, unacked: set[str]) -> dict[str, Any]:
-        """The cursor as it may be persisted: runs whose events are not yet surely stored by the triggerer
-        are written as *pending*, so a restart fires them again rather than never."""
-        handled = {k: v for k, v in self.handled.items() if k not in unacked}
-        pending = dict(self.pending)
-        pending.update({k: v for k, v in self.handled.items() if k in unacked})
-        return {
-            "v": CURSOR_VERSION,
-            "floor": self.floor,
-            "handled": handled,
-            "pending": pending,
-            "gap": list(self.gap) if self.gap else None,
-            "seeded": self.seeded,
-        }
-
-    @classmethod
-    def from_json(cls, value: Any) -> _Cursor | None:
-        """The cursor from a stored value, or None if it is not one this version wrote."""
-        if not isinstance(value, dict) or value.get("v") != CURSOR_VERSION:
-            return None
-        try:
-            gap = value.get("gap")
-            return cls(
-                floor=int(value["floor"]),
-                handled={str(k): int(v) for k, v in value["handled"].items()},
-                pending={str(k): int(v) for k, v in value["pending"].items()},
-                gap=(str(gap[0]), int(gap[1])) if gap else None,
-                seeded=bool(value.get("seeded", True)),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-            return None
-
-    def retention_floor(self) -> int:
-        return min(self.floor, self.gap[1]) if self.gap else self.floor
-
-    def prune(self) -> None:
-        """Forget handled runs that no scan can reach any more; cap the rest (raising the floor past what is
-        evicted, so an evicted run is not fired again)."""
-        keep_from = self.retention_floor()
-        self.handled = {k: v for k, v in self.handled.items() if v >= keep_from}
-        if len(self.handled) > MAX_HANDLED:
-            ordered = sorted(self.handled.items(), key=lambda kv: (kv[1], kv[0]))
-            evicted = ordered[: len(ordered) - MAX_HANDLED]
-            self.handled = dict(ordered[len(ordered) - MAX_HANDLED :])
-            self.floor = max(self.floor, evicted[-1][1] + 1)
 
 
 class EvalRunFinishedTrigger(BaseEventTrigger):
@@ -186,11 +137,6 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
             raise EvalsConfigError("lookback_seconds", "must be 0 or more")
         if self.max_runs_per_poll < 1:
             raise EvalsConfigError("max_runs_per_poll", "must be 1 or more")
-        # Runtime state, never serialized.
-        self._unacked: dict[str, float] = {}  # run id -> monotonic time its event was yielded
-        self._store_usable = True
-        self._last_committed: dict[str, Any] | None = None
-        self._store_warned = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -208,7 +154,8 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
     # -- the loop ------------------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        cursor = await self._load_cursor()
+        store = CursorStore(getattr(self, "asset_state_store", None), self._store_key, self.eval_id, self.log)
+        cursor = await store.load(lookback_seconds=self.lookback_seconds, attempts=self.cursor_read_attempts)
         while True:
             try:
                 client = await EvalsHook(self.conn_id).get_async_conn()
@@ -216,12 +163,14 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
                 self._log_permanent(exc)
             else:
                 async with client:
-                    async for event in self._watch(client, cursor):
+                    async for event in self._watch(client, cursor, store):
                         yield event
             # Only a permanent error gets here. Read the connection afresh next time: it may be fixed.
             await asyncio.sleep(self.permanent_error_interval)
 
-    async def _watch(self, client: AsyncEvalsClient, cursor: _Cursor) -> AsyncIterator[TriggerEvent]:
+    async def _watch(
+        self, client: AsyncEvalsClient, cursor: WatchCursor, store: CursorStore
+    ) -> AsyncIterator[TriggerEvent]:
         """Poll until a permanent error; yield an event per newly finished run."""
         failures = 0
         while True:
@@ -250,8 +199,8 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
             for run in sorted(finished, key=lambda r: (r.created_at or 0, r.id)):
                 self.log.info("Eval run %s of eval %s finished: %s", run.id, self.eval_id, run.status)
                 yield self._event(run)
-                self._unacked[run.id] = time.monotonic()
-            await self._commit(cursor)
+                store.fired(run.id)
+            await store.commit(cursor, delay=self.cursor_commit_delay)
             if permanent is not None:
                 self._log_permanent(permanent)
                 return
@@ -280,7 +229,7 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
 
     # -- one poll ------------------------------------------------------------------------------------------
 
-    async def _poll(self, client: AsyncEvalsClient, cursor: _Cursor, finished: list[EvalRun]) -> None:
+    async def _poll(self, client: AsyncEvalsClient, cursor: WatchCursor, finished: list[EvalRun]) -> None:
         """Bring the cursor up to date, appending each run that became terminal to ``finished``.
 
         Every step leaves the cursor consistent with ``finished``, so an error part-way loses nothing.
@@ -296,14 +245,14 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
         await self._check_pending(client, cursor, finished, seen)
         cursor.prune()
 
-    async def _seed(self, client: AsyncEvalsClient, cursor: _Cursor) -> None:
+    async def _seed(self, client: AsyncEvalsClient, cursor: WatchCursor) -> None:
         """Track the runs in flight now, whatever their age: they finish after we started watching."""
         for status in (RunStatus.QUEUED, RunStatus.IN_PROGRESS):
             count = 0
             try:
                 async for run in client.list_runs(self.eval_id, order="desc", status=status, limit=_MAX_PAGE):
                     if run.id not in cursor.handled:
-                        cursor.pending.setdefault(run.id, _created(run, cursor.floor))
+                        cursor.pending.setdefault(run.id, created_at(run, cursor.floor))
                     count += 1
                     if count >= MAX_SEEDED_PER_STATUS:
                         self.log.warning(
@@ -332,7 +281,7 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
         )
 
     async def _scan_top(
-        self, client: AsyncEvalsClient, cursor: _Cursor, finished: list[EvalRun], seen: set[str]
+        self, client: AsyncEvalsClient, cursor: WatchCursor, finished: list[EvalRun], seen: set[str]
     ) -> int | None:
         """List newest first down to the floor, at most ``max_runs_per_poll`` runs; open a gap if cut short.
         Return the newest ``created_at`` seen (server time), or None."""
@@ -368,7 +317,7 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
         return newest
 
     async def _scan_gap(
-        self, client: AsyncEvalsClient, cursor: _Cursor, finished: list[EvalRun], seen: set[str]
+        self, client: AsyncEvalsClient, cursor: WatchCursor, finished: list[EvalRun], seen: set[str]
     ) -> None:
         """Continue a listing that an earlier poll cut short, from where it stopped down to its floor."""
         assert cursor.gap is not None
@@ -397,7 +346,7 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
             cursor.gap = None
 
     async def _check_pending(
-        self, client: AsyncEvalsClient, cursor: _Cursor, finished: list[EvalRun], seen: set[str]
+        self, client: AsyncEvalsClient, cursor: WatchCursor, finished: list[EvalRun], seen: set[str]
     ) -> None:
         """Fetch tracked in-flight runs that no listing reached this poll (newer runs pushed them down)."""
         due = [run_id for run_id in cursor.pending if run_id not in seen][: self.max_runs_per_poll]
@@ -415,99 +364,20 @@ class EvalRunFinishedTrigger(BaseEventTrigger):
             cursor.pending[run_id] = created
             self._observe(run, cursor, finished, seen)
 
-    def _observe(self, run: EvalRun, cursor: _Cursor, finished: list[EvalRun], seen: set[str]) -> None:
+    def _observe(self, run: EvalRun, cursor: WatchCursor, finished: list[EvalRun], seen: set[str]) -> None:
         seen.add(run.id)
         if run.id in cursor.handled:
             return
         if run.is_terminal:
             created = cursor.pending.pop(run.id, None)
-            cursor.handled[run.id] = _created(run, created if created is not None else cursor.floor)
+            cursor.handled[run.id] = created_at(run, created if created is not None else cursor.floor)
             if run.status in self.statuses:
                 finished.append(run)
         else:
-            cursor.pending.setdefault(run.id, _created(run, cursor.floor))
-
-    # -- the cursor in the asset state store (Airflow 3.3+) ------------------------------------------------
+            cursor.pending.setdefault(run.id, created_at(run, cursor.floor))
 
     @property
     def _store_key(self) -> str:
         # Several watchers may share one asset; the key keeps their cursors apart.
         statuses = ",".join(sorted(self.statuses))
         return f"aoai_evals.eval_run_finished/{self.conn_id}/{self.eval_id}/{statuses}"
-
-    def _store(self) -> Any:
-        return getattr(self, "asset_state_store", None) if self._store_usable else None
-
-    def _store_failed(self, action: str, exc: Exception) -> None:
-        if isinstance(exc, ValueError):
-            # AssetStateStoreAccessors of a watcher with several assets raises ValueError: there is no
-            # single place for the cursor, and asking again will not change that.
-            self._store_usable = False
-            self.log.warning(
-                "The asset state store cannot hold the cursor of eval %s (a watcher with several assets?); "
-                "it is kept in memory only, so a triggerer restart may repeat events: %s",
-                self.eval_id,
-                exc,
-            )
-            return
-        if not self._store_warned:
-            self._store_warned = True
-            self.log.warning(
-                "Could not %s the cursor in the asset state store (a restart may repeat events): %r",
-                action,
-                exc,
-            )
-
-    async def _load_cursor(self) -> _Cursor:
-        store = self._store()
-        if store is None:
-            self.log.info(
-                "No asset state store (Airflow < 3.3): watching eval %s from runs created in the last %.0f s; "
-                "a triggerer restart may repeat events",
-                self.eval_id,
-                self.lookback_seconds,
-            )
-        else:
-            for attempt in range(self.cursor_read_attempts):
-                try:
-                    stored = await asyncio.wait_for(store.aget(self._store_key, None), STORE_TIMEOUT)
-                except Exception as exc:  # noqa: BLE001 - the store is an optimisation: never fatal
-                    self._store_failed("read", exc)
-                    if not self._store_usable or attempt + 1 == self.cursor_read_attempts:
-                        break
-                    await asyncio.sleep(min(0.5 * 2.0**attempt, 5.0))
-                    continue
-                cursor = _Cursor.from_json(stored)
-                if cursor is not None:
-                    self._last_committed = cursor.snapshot(set())
-                    self.log.info(
-                        "Resuming the watch of eval %s from the stored cursor (%d tracked in flight)",
-                        self.eval_id,
-                        len(cursor.pending),
-                    )
-                    return cursor
-                if stored is not None:
-                    self.log.warning("Ignoring a stored cursor this version cannot read: %.200r", stored)
-                break
-        return _Cursor(floor=int(time.time() - self.lookback_seconds))
-
-    async def _commit(self, cursor: _Cursor) -> None:
-        """Persist the cursor if it changed; runs fired less than ``cursor_commit_delay`` ago stay pending."""
-        now = time.monotonic()
-        self._unacked = {k: t for k, t in self._unacked.items() if now - t < self.cursor_commit_delay}
-        store = self._store()
-        if store is None:
-            return
-        snapshot = cursor.snapshot(set(self._unacked))
-        if snapshot == self._last_committed:
-            return
-        try:
-            await asyncio.wait_for(store.aset(self._store_key, snapshot), STORE_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - the store is an optimisation: never fatal
-            self._store_failed("write", exc)
-        else:
-            self._last_committed = snapshot
-
-
-def _created(run: EvalRun, default: int) -> int:
-    return run.created_at if run.created_at is not None else default

@@ -27,7 +27,8 @@ from airflow.triggers.base import BaseEventTrigger
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, Fault, RunScript
-from airflow_provider_aoai_evals.triggers.eval_events import EvalRunFinishedTrigger, _Cursor
+from airflow_provider_aoai_evals.triggers._watch_cursor import WatchCursor as _Cursor
+from airflow_provider_aoai_evals.triggers.eval_events import EvalRunFinishedTrigger
 from tests.dags.conftest import load_dagbag
 from tests.support import served_as_default_connection
 
