@@ -90,9 +90,19 @@ class EvalsHook(BaseHook):
         """The blocking client (one per hook; it reuses its connections)."""
         return self.client
 
-    async def get_async_conn(self) -> AsyncEvalsClient:
-        """A non-blocking client; use it as ``async with await hook.get_async_conn() as client``."""
-        return AsyncEvalsClient(await self.aget_settings())
+    async def get_async_conn(self, settings: ClientSettings | None = None) -> AsyncEvalsClient:
+        """The non-blocking client; use it as ``async with await hook.get_async_conn() as client``.
+
+        Every async client comes from here, and it is the event loop's one client for those settings
+        (``AsyncEvalsClient.shared``): a triggerer runs thousands of waits, and a client each would keep its
+        own long-lived objects that every full garbage collection walks.
+
+        :param settings: this connection's settings when the caller already read them (a trigger's read,
+            shared by the waits starting close together); read now when omitted.
+        """
+        if settings is None:
+            settings = await self.aget_settings()
+        return AsyncEvalsClient.shared(settings)
 
     # -- test connection -----------------------------------------------------------------------------------
 

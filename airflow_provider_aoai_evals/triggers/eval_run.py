@@ -15,7 +15,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_aoai_evals.api.client import AsyncEvalsClient, RunPoll
+from airflow_provider_aoai_evals.api.client import RunPoll
 from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
 from airflow_provider_aoai_evals.api.models import RunStatus
 from airflow_provider_aoai_evals.api.settings import ClientSettings
@@ -120,9 +120,8 @@ class EvalRunTrigger(BaseTrigger):
             )
             return
         while True:
-            # One client per loop and connection settings, shared by every wait (AsyncEvalsClient.shared).
-            client = AsyncEvalsClient.shared(settings)
-            async with client:
+            # The loop's client for these settings, shared by every wait that uses them.
+            async with await EvalsHook(self.conn_id).get_async_conn(settings) as client:
                 try:
                     poll = client.run_poll(self.eval_id, self.run_id)
                 except EvalsConfigError as exc:
@@ -234,8 +233,7 @@ class EvalRunTrigger(BaseTrigger):
             self.log.warning("on_kill: could not cancel eval run %s: %r", self.run_id, exc)
 
     async def _cancel(self) -> str:
-        client = await EvalsHook(self.conn_id).get_async_conn()
-        async with client:
+        async with await EvalsHook(self.conn_id).get_async_conn() as client:
             run = await client.cancel_run(
                 self.eval_id, self.run_id, deadline=time.time() + self.cancel_timeout
             )
