@@ -1,58 +1,53 @@
 """Operators that start, fetch and cancel eval runs, and create evals.
 
-``CreateEvalRunOperator`` never starts a duplicate run: it writes an idempotency key derived from the task
-instance into the run's metadata, so a later try of the same task finds the run an earlier try started
-(reattaching while it is still going), and the client resolves an ambiguous create by looking that key up.
+``CreateEvalRunOperator`` never starts a duplicate run: a later try of the same task instance finds the run
+an earlier try started and reattaches to it while it is still going (``operators._reattach``), and the
+client resolves an ambiguous create by looking the run's idempotency key up. How the run operators wait is
+in ``operators._waits_for_runs``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from functools import cached_property
 from typing import Any, ClassVar
 
-from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath, conf
+from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 from pydantic import BaseModel
 
 from airflow_provider_aoai_evals.api.client import EvalsClient
-from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
-from airflow_provider_aoai_evals.api.models import Eval, EvalRun, RunStatus
-from airflow_provider_aoai_evals.api.operations import (
-    IDEMPOTENCY_METADATA_KEY,
-    validate_data_source,
-    with_idempotency_key,
-)
+from airflow_provider_aoai_evals.api.errors import EvalsConfigError, EvalsError
+from airflow_provider_aoai_evals.api.models import Eval, RunStatus
+from airflow_provider_aoai_evals.api.operations import validate_data_source, with_idempotency_key
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id, validate_metadata
-from airflow_provider_aoai_evals.exceptions import EvalRunError
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
 from airflow_provider_aoai_evals.operators import _lineage as lineage
 from airflow_provider_aoai_evals.operators._lineage import ObservedRun
-from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
+from airflow_provider_aoai_evals.operators._reattach import (
+    STATE_RUN_ID_KEY,
+    earlier_run,
+    idempotency_base,
+    idempotency_key,
+    remember_run,
+)
+from airflow_provider_aoai_evals.operators._waits_for_runs import DEFAULT_WAIT_TIMEOUT, WaitsForRuns
 from airflow_provider_aoai_evals.templating import EvalPlaceholderSafeTemplates, TemplatedIds
-from airflow_provider_aoai_evals.triggers.eval_run import DEFAULT_MAX_CONSECUTIVE_FAILURES, EvalRunTrigger
 
-#: task_state_store key (Airflow 3.3+) holding the run an earlier try started.
-STATE_RUN_ID_KEY = "aoai_evals_run_id"
-DEFAULT_WAIT_TIMEOUT = timedelta(days=7)
+# Names that moved to the modules above stay importable from here.
+__all__ = [
+    "DEFAULT_WAIT_TIMEOUT",
+    "IF_EXISTS_CHOICES",
+    "STATE_RUN_ID_KEY",
+    "CancelEvalRunOperator",
+    "CreateEvalOperator",
+    "CreateEvalRunOperator",
+    "GetEvalRunOperator",
+    "criteria_match",
+    "idempotency_base",
+]
+
 IF_EXISTS_CHOICES = ("create", "reuse")
-
-
-def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def idempotency_base(context: Context) -> str:
-    """One key per task instance (dag, task, DAG run, map index), the same for every try of it."""
-    ti = context["ti"]
-    base = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}"
-    if len(base) > 400:  # metadata values hold 512 characters; keep room for the try suffix
-        base = "sha256:" + hashlib.sha256(base.encode()).hexdigest()
-    return base
 
 
 def _plain_data_source(data_source: Any) -> Any:
@@ -61,128 +56,7 @@ def _plain_data_source(data_source: Any) -> Any:
     return data_source
 
 
-class _WaitsForRuns(BaseOperator):
-    """What the run operators share: waiting for a run deferrably or by polling, and reading the outcome."""
-
-    def __init__(
-        self,
-        *,
-        conn_id: str = EvalsHook.default_conn_name,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 30.0,
-        timeout: float | timedelta = DEFAULT_WAIT_TIMEOUT,
-        success_statuses: Sequence[str] = (RunStatus.COMPLETED,),
-        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-        cancel_on_kill: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
-        self.deferrable = deferrable
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
-        self.poll_interval = float(poll_interval)
-        self.timeout = _seconds(timeout)
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
-        self.success_statuses = check_success_statuses(success_statuses)
-        self.max_consecutive_failures = max_consecutive_failures
-        self.cancel_on_kill = cancel_on_kill
-        self._active: tuple[str, str] | None = None
-        #: The run as last seen, for lineage; execute_complete sets it too (a new instance after deferral).
-        self._observed: ObservedRun | None = None
-
-    @cached_property
-    def hook(self) -> EvalsHook:
-        return EvalsHook(self.conn_id)
-
-    def _wait(self, context: Context, run: EvalRun) -> dict[str, Any]:
-        """Wait for ``run``: at once if it is over, in the triggerer if deferrable, else by polling."""
-        if run.is_terminal:
-            return self._finished(run)
-        eval_id, run_id = str(run.eval_id), run.id
-        if self.deferrable:
-            self.log.info("%s; deferring until it finishes", summarize(run).progress_line())
-            self.defer(
-                trigger=EvalRunTrigger(
-                    eval_id=eval_id,
-                    run_id=run_id,
-                    conn_id=self.conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=time.time() + self.timeout,
-                    success_statuses=self.success_statuses,
-                    max_consecutive_failures=self.max_consecutive_failures,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
-                method_name="execute_complete",
-                kwargs={"eval_id": eval_id, "run_id": run_id, **self._resume_kwargs()},
-                timeout=timedelta(seconds=self.timeout),
-            )
-        return self._poll(eval_id, run_id)
-
-    def _poll(self, eval_id: str, run_id: str) -> dict[str, Any]:
-        client = self.hook.get_conn()
-        deadline = time.time() + self.timeout
-        failures, last_line, status = 0, "", "unknown"
-        while time.time() < deadline:
-            try:
-                run = client.get_run(eval_id, run_id, deadline=deadline)
-            except EvalsAPIError as exc:
-                failures += 1
-                if not exc.transient or failures >= self.max_consecutive_failures:
-                    raise
-                self.log.warning(
-                    "Polling eval run %s failed (%d in a row), will retry: %s", run_id, failures, exc
-                )
-            else:
-                failures, status = 0, run.status
-                line = summarize(run).progress_line()
-                if line != last_line:
-                    self.log.info("%s", line)
-                    last_line = line
-                if run.is_terminal:
-                    return self._finished(run)
-            time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
-        raise EvalRunError(
-            f"Eval run {run_id} of eval {eval_id} was still {status} after {self.timeout:.0f}s",
-            eval_id=eval_id,
-            run_id=run_id,
-            status=status,
-        )
-
-    def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, eval_id: str = "", run_id: str = ""
-    ) -> dict[str, Any]:
-        """Accept only the events EvalRunTrigger yields; anything else fails the task."""
-        # Before the event is judged: a failed run's FAIL lineage event names it too.
-        self._observed = ObservedRun.from_event(eval_id, run_id, event)
-        result = event_result(event, eval_id=eval_id, run_id=run_id)
-        self.log.info("%s", (event or {}).get("message"))
-        return result
-
-    def _finished(self, run: EvalRun) -> dict[str, Any]:
-        self._observed = ObservedRun(str(run.eval_id), run.id, summarize(run).to_xcom())
-        return finished_run_result(run, self.success_statuses)
-
-    def _resume_kwargs(self) -> dict[str, Any]:
-        """Extra ``execute_complete`` keyword arguments: what the instance that resumes after the deferral
-        needs and cannot get back from the event. Must be serializable and never a secret."""
-        return {}
-
-    def on_kill(self) -> None:
-        """Cancel the run this task is waiting for (polling mode), best-effort; a deferred wait is cancelled
-        by the trigger's ``on_kill`` on Airflow 3.3+."""
-        if not (self.cancel_on_kill and self._active):
-            return
-        eval_id, run_id = self._active
-        try:
-            run = self.hook.get_conn().cancel_run(eval_id, run_id, deadline=time.time() + 30)
-            self.log.info("on_kill: eval run %s is now %s", run_id, run.status)
-        except EvalsAPIError as exc:
-            self.log.warning("on_kill: could not cancel eval run %s: %s", run_id, exc)
-
-
-class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsForRuns):
+class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsForRuns):
     """Start an eval run, optionally wait for it, and return its summary; never start a duplicate.
 
     :param eval_id: the eval (templated).
@@ -254,16 +128,23 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsFo
         data_source, metadata = self._checked_input()
         client = self.hook.get_conn()
         base = idempotency_base(context)
-        run = self._earlier_run(client, context, base)
+        run = earlier_run(
+            client,
+            context,
+            eval_id=self.eval_id,
+            base=base,
+            reuse_finished_run=self.reuse_finished_run,
+            log=self.log,
+        )
         if run is None:
             if isinstance(data_source, ObjectStoragePath):
                 data_source = self._upload(client, data_source)
-            key = f"{base}|try={context['ti'].try_number}"
+            key = idempotency_key(context, base)
             run = client.create_run(
                 self.eval_id, data_source=data_source, name=self.name, metadata=metadata, idempotency_key=key
             )
             self.log.info("Started eval run %s of eval %s: %s", run.id, self.eval_id, run.report_url)
-            self._remember(context, run.id)
+            remember_run(context, run.id)
         self._active = (self.eval_id, run.id)
         self._observed = ObservedRun(self.eval_id, run.id, summarize(run).to_xcom())
         if isinstance(self.data_source, ObjectStoragePath) and run.data_source:
@@ -276,50 +157,7 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsFo
             return summarize(run).to_xcom()
         return self._wait(context, run)
 
-    # -- no duplicate runs ---------------------------------------------------------------------------------
-
-    def _earlier_run(self, client: EvalsClient, context: Context, base: str) -> EvalRun | None:
-        """A run an earlier try of this task instance started, if it may be reused; else None."""
-        run = self._remembered_run(client, context)
-        if run is None:
-            since = _dag_run_start(context)
-            prefix = base + "|"
-            run = client.find_run(
-                self.eval_id,
-                lambda r: (r.metadata or {}).get(IDEMPOTENCY_METADATA_KEY, "").startswith(prefix),
-                since=since,
-            )
-        if run is None:
-            return None
-        if not run.is_terminal:
-            self.log.info("Reattaching to eval run %s (%s) started by an earlier try", run.id, run.status)
-            return run
-        if run.status == RunStatus.COMPLETED and self.reuse_finished_run:
-            self.log.info(
-                "Reusing eval run %s, completed by an earlier try (reuse_finished_run=True)", run.id
-            )
-            return run
-        self.log.info("An earlier try's eval run %s ended %s; starting a new run", run.id, run.status)
-        return None
-
-    def _remembered_run(self, client: EvalsClient, context: Context) -> EvalRun | None:
-        store = context.get("task_state_store")  # Airflow 3.3+
-        if store is None:
-            return None
-        run_id = store.get(STATE_RUN_ID_KEY)
-        if not isinstance(run_id, str) or not run_id:
-            return None
-        try:
-            return client.get_run(self.eval_id, run_id)
-        except EvalsAPIError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-
-    def _remember(self, context: Context, run_id: str) -> None:
-        store = context.get("task_state_store")
-        if store is not None:
-            store.set(STATE_RUN_ID_KEY, run_id)
+    # -- the data source -----------------------------------------------------------------------------------
 
     def _upload(self, client: EvalsClient, path: ObjectStoragePath) -> dict[str, Any]:
         size = int(path.stat().st_size)
@@ -395,16 +233,6 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, _WaitsFo
         return lineage.uploaded_file_id(run.data_source) if run.data_source else None
 
 
-def _dag_run_start(context: Context) -> float:
-    """Runs started for this DAG run cannot be older than the DAG run; bound the key lookup by it."""
-    dag_run = context.get("dag_run")
-    for attr in ("start_date", "queued_at", "run_after", "logical_date"):
-        value = getattr(dag_run, attr, None)
-        if value is not None:
-            return float(value.timestamp())
-    return time.time() - 7 * 24 * 3600
-
-
 class GetEvalRunOperator(TemplatedIds, BaseOperator):
     """Fetch a run: its summary (default) or, with ``full_run=True``, the whole run object.
 
@@ -442,7 +270,7 @@ class GetEvalRunOperator(TemplatedIds, BaseOperator):
         return summarize(run).to_xcom()
 
 
-class CancelEvalRunOperator(TemplatedIds, _WaitsForRuns):
+class CancelEvalRunOperator(TemplatedIds, WaitsForRuns):
     """Cancel a run. A run that already finished is not an error: it is logged and its final state returned.
 
     :param wait_for_cancellation: wait until the run reports ``canceled`` (or another terminal status).
@@ -506,7 +334,7 @@ class CreateEvalOperator(EvalPlaceholderSafeTemplates, BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         if if_exists not in IF_EXISTS_CHOICES:
-            raise ValueError(f"if_exists must be one of {IF_EXISTS_CHOICES}, got {if_exists!r}")
+            raise EvalsConfigError("if_exists", f"must be one of {IF_EXISTS_CHOICES}, got {if_exists!r}")
         self.name = name
         self.data_source_config = data_source_config
         self.testing_criteria = testing_criteria

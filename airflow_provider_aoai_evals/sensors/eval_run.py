@@ -19,6 +19,7 @@ from airflow_provider_aoai_evals.api.errors import EvalsAPIError
 from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
+from airflow_provider_aoai_evals.api.waiting import WaitPolicy
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
 from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
@@ -76,6 +77,8 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
         self.max_consecutive_failures = max_consecutive_failures
         self.cancel_on_kill = cancel_on_kill
         self._published: str | None = None
+        #: The poke mode's wait, made at the first poke (a rescheduled poke starts a new one).
+        self._poke_wait: WaitPolicy | None = None
 
     @cached_property
     def hook(self) -> EvalsHook:
@@ -110,33 +113,39 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
                 return self._finish(run)
             self.log.info("%s; deferring until it finishes", summarize(run).progress_line())
         self.defer(
-            trigger=EvalRunTrigger(
-                eval_id=self.eval_id,
-                run_id=self.run_id,
-                conn_id=self.conn_id,
-                poll_interval=self.poke_interval,
-                deadline=time.time() + self.timeout,
-                success_statuses=self.success_statuses,
-                max_consecutive_failures=self.max_consecutive_failures,
-                cancel_on_kill=self.cancel_on_kill,
+            trigger=EvalRunTrigger.for_task(
+                self, eval_id=self.eval_id, run_id=self.run_id, poll_interval=self.poke_interval
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
+        if self._poke_wait is None:
+            # Airflow ends a poking sensor at its timeout, and transient failures are tolerated until then
+            # (max_consecutive_failures is for the deferred wait); every poke shows the run's progress.
+            self._poke_wait = WaitPolicy(
+                poll_interval=self.poke_interval,
+                deadline=None,
+                success_statuses=self.success_statuses,
+                max_consecutive_failures=None,
+                heartbeat=0.0,
+            )
+        wait = self._poke_wait
         try:
             run = self.hook.get_conn().get_run(self.eval_id, self.run_id)
         except EvalsAPIError as exc:
-            if not exc.transient:
+            if not exc.transient or wait.poll_failed().over:
                 raise
             self.log.warning("Polling eval run %s failed, will poke again: %s", self.run_id, exc)
             return False
-        if not run.is_terminal:
+        decision = wait.observe(run, time.time())
+        if not decision.over:
             if self._published != run.report_url:
                 publish_report_url(context, run.report_url)
                 self._published = run.report_url
-            self.log.info("%s", summarize(run).progress_line())
+            if decision.log_progress:
+                self.log.info("%s", summarize(run).progress_line())
             return False
         publish_report_url(context, run.report_url)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(run))

@@ -10,23 +10,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_aoai_evals.api.client import RunPoll
 from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
-from airflow_provider_aoai_evals.api.models import RunStatus
+from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.summary import summarize
+from airflow_provider_aoai_evals.api.waiting import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    Decision,
+    Verdict,
+    WaitPolicy,
+)
 from airflow_provider_aoai_evals.exceptions import run_ended_message
 from airflow_provider_aoai_evals.hooks import settings_reuse
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 
 #: The event statuses this trigger yields; ``execute_complete`` accepts only these.
 EVENT_STATUSES = ("success", "failure", "timeout", "error")
-DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
 #: While a run's status and counts stay the same, its progress line is repeated this often (seconds).
 PROGRESS_HEARTBEAT_SECONDS = 300.0
 
@@ -40,6 +45,21 @@ def _error_fields(exc: Exception) -> dict[str, Any]:
             "message": exc.message,
         }
     return {"status_code": None, "request_id": None, "code": None, "message": str(exc)}
+
+
+class WaitingTask(Protocol):
+    """What a task that defers to this trigger says about its wait (the run operators and the sensor)."""
+
+    @property
+    def conn_id(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def success_statuses(self) -> Sequence[str]: ...
+    @property
+    def max_consecutive_failures(self) -> int: ...
+    @property
+    def cancel_on_kill(self) -> bool: ...
 
 
 class EvalRunTrigger(BaseTrigger):
@@ -82,6 +102,22 @@ class EvalRunTrigger(BaseTrigger):
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_timeout = float(cancel_timeout)
+
+    @classmethod
+    def for_task(
+        cls, task: WaitingTask, *, eval_id: str, run_id: str, poll_interval: float
+    ) -> EvalRunTrigger:
+        """The trigger ``task`` defers to, on its wait settings; the deadline is its ``timeout`` from now."""
+        return cls(
+            eval_id=eval_id,
+            run_id=run_id,
+            conn_id=task.conn_id,
+            poll_interval=poll_interval,
+            deadline=time.time() + task.timeout,
+            success_statuses=task.success_statuses,
+            max_consecutive_failures=task.max_consecutive_failures,
+            cancel_on_kill=task.cancel_on_kill,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -152,17 +188,21 @@ class EvalRunTrigger(BaseTrigger):
     async def _wait(self, poll: RunPoll, reused: ClientSettings | None) -> TriggerEvent | ClientSettings:
         """Poll until there is an event to yield, or return the connection's new settings when a poll
         with ``reused`` settings (read by an earlier wait) failed and the connection has since changed."""
-        failures = 0
-        last_status: str | None = None
-        last_state: tuple[str, tuple[int, int, int, int] | None] | None = None
-        last_logged = time.monotonic()
+        wait = WaitPolicy(
+            poll_interval=self.poll_interval,
+            deadline=self.deadline,
+            success_statuses=self.success_statuses,
+            max_consecutive_failures=self.max_consecutive_failures,
+            heartbeat=PROGRESS_HEARTBEAT_SECONDS,
+        )
         while True:
-            if time.time() >= self.deadline:
+            now = time.time()
+            if wait.before_poll(now).over:
                 return self._event(
                     "timeout",
-                    f"Eval run {self.run_id} of eval {self.eval_id} was still {last_status or 'unknown'} "
+                    f"Eval run {self.run_id} of eval {self.eval_id} was still {wait.last_status or 'unknown'} "
                     "when the wait's deadline passed",
-                    run_status=last_status,
+                    run_status=wait.last_status,
                 )
             try:
                 run = await poll(deadline=self.deadline)
@@ -178,48 +218,40 @@ class EvalRunTrigger(BaseTrigger):
                         f"Polling eval run {self.run_id} failed permanently: {exc}",
                         error=_error_fields(exc),
                     )
-                failures += 1
-                if failures >= self.max_consecutive_failures:
+                if wait.poll_failed().over:
                     return self._event(
                         "error",
-                        f"Polling eval run {self.run_id} failed {failures} times in a row; last error: {exc}",
+                        f"Polling eval run {self.run_id} failed {wait.failures} times in a row; last error: {exc}",
                         error=_error_fields(exc),
                     )
                 self.log.warning(
-                    "Polling eval run %s failed (%d in a row), will retry: %s", self.run_id, failures, exc
+                    "Polling eval run %s failed (%d in a row), will retry: %s",
+                    self.run_id,
+                    wait.failures,
+                    exc,
                 )
             else:
-                failures = 0
-                last_status = run.status
-                counts = run.result_counts
-                tally = (counts.total, counts.passed, counts.failed, counts.errored) if counts else None
-                state = (run.status, tally)
-                now = time.monotonic()
-                # A line per change of status or counts, like a progress bar; an unchanged run gets a line
-                # every PROGRESS_HEARTBEAT_SECONDS so a reader sees the wait is alive, not one per poll.
-                summary = None
-                if state != last_state or now - last_logged >= PROGRESS_HEARTBEAT_SECONDS:
-                    summary = summarize(run)
-                    self.log.info("%s", summary.progress_line())
-                    last_state, last_logged = state, now
-                if run.is_terminal:
-                    summary = summary or summarize(run)
-                    ok = run.status in self.success_statuses
-                    api_message = summary.error_message
-                    message = (
-                        f"Eval run {self.run_id} of eval {self.eval_id} finished: {run.status}"
-                        if ok
-                        else run_ended_message(self.eval_id, self.run_id, run.status, api_message)
-                    )
-                    return self._event(
-                        "success" if ok else "failure",
-                        message,
-                        run_status=run.status,
-                        summary=summary.to_xcom(),
-                    )
+                decision = wait.observe(run, now)
+                if decision.over:
+                    return self._finished(run, decision)
+                if decision.log_progress:
+                    self.log.info("%s", summarize(run).progress_line())
                 # Not kept alive across the sleep: thousands of waits share this process.
-                del run, counts, summary, tally, state
-            await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
+                del run
+            await asyncio.sleep(wait.pause(time.time()))
+
+    def _finished(self, run: EvalRun, decision: Decision) -> TriggerEvent:
+        summary = summarize(run)
+        self.log.info("%s", summary.progress_line())
+        ok = decision.verdict is Verdict.DONE
+        message = (
+            f"Eval run {self.run_id} of eval {self.eval_id} finished: {run.status}"
+            if ok
+            else run_ended_message(self.eval_id, self.run_id, run.status, decision.api_message)
+        )
+        return self._event(
+            "success" if ok else "failure", message, run_status=run.status, summary=summary.to_xcom()
+        )
 
     async def on_kill(self) -> None:
         """Cancel the run when a user kills the deferred task (Airflow 3.3+). Best-effort and bounded:
