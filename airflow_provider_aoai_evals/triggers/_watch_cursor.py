@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
@@ -85,6 +86,28 @@ class WatchCursor:
             self.floor = max(self.floor, evicted[-1][1] + 1)
 
 
+_T = TypeVar("_T")
+
+
+async def _within_store_timeout(call: Awaitable[_T]) -> _T:
+    """``call``, given up after ``STORE_TIMEOUT`` seconds.
+
+    Not ``asyncio.wait_for``: before Python 3.12, when the task is cancelled just as the call finishes, it
+    returns the call's result (or raises its error, which the caller logs and drops) instead of the
+    cancellation, and a watcher that lost its cancellation keeps polling after the triggerer let it go.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=STORE_TIMEOUT)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise asyncio.TimeoutError
+    return task.result()
+
+
 def created_at(run: EvalRun, default: int) -> int:
     return run.created_at if run.created_at is not None else default
 
@@ -123,7 +146,7 @@ class CursorStore:
         else:
             for attempt in range(attempts):
                 try:
-                    stored = await asyncio.wait_for(self._store.aget(self.key, None), STORE_TIMEOUT)
+                    stored = await _within_store_timeout(self._store.aget(self.key, None))
                 except Exception as exc:  # noqa: BLE001 - the store is an optimisation: never fatal
                     self._failed("read", exc)
                     if self._store is None or attempt + 1 == attempts:
@@ -154,7 +177,7 @@ class CursorStore:
         if snapshot == self._last_committed:
             return
         try:
-            await asyncio.wait_for(self._store.aset(self.key, snapshot), STORE_TIMEOUT)
+            await _within_store_timeout(self._store.aset(self.key, snapshot))
         except Exception as exc:  # noqa: BLE001 - the store is an optimisation: never fatal
             self._failed("write", exc)
         else:
