@@ -193,8 +193,11 @@ class AsyncEvalsClient(ClientBase):
         pools = state.sessions if state else {}
         key = self.settings.pool_key()
         shared: SharedSession | None = pools.get(key)
-        self._session = None
-        if shared is None:
+        session, self._session = self._session, None
+        if shared is None or shared.session is not session:
+            # ``shared_state.reset()`` forgot this session while it was in use: nobody else holds it, and
+            # the pool now under its key (if any) is another session whose users are not ours to count.
+            await session.close()
             return
         shared.users -= 1
         if shared.users <= 0:

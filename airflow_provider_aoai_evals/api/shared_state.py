@@ -59,7 +59,7 @@ def peek_loop(loop: asyncio.AbstractEventLoop) -> LoopState | None:
 def reset() -> None:
     """Forget everything shared, as in a new process: for tests that must not see an earlier test's
     sessions, clients, credentials or connection reads. Sessions are not closed here (that needs their
-    loop); a test that opened some closes them by leaving its clients."""
+    loop); a client still in use closes its own session when it is left."""
     _LOOPS.clear()
     with ENTRA_LOCK:
         ENTRA_AUTH.clear()

@@ -91,3 +91,35 @@ def test_run_poll_rejects_a_malformed_id_before_any_request() -> None:
 
         asyncio.run(main())
         assert server.count("GET") == 0
+
+
+def test_reset_forgets_every_shared_thing_as_a_new_process_would() -> None:
+    from airflow_provider_aoai_evals.api import shared_state
+
+    with FakeEvalsServer(api_key=CANARY_KEY) as server:
+        settings = make_settings(server)
+        eval_id = server.add_eval(name="e")["id"]
+
+        async def main() -> None:
+            before = AsyncEvalsClient.shared(settings)
+            async with before:
+                assert shared_session_count() == 1
+                shared_state.ENTRA_AUTH[("tenant", "client")] = object()
+                shared_state.CONNECTION_READS["aoai_evals_default"] = object()
+                shared_state.reset()
+                assert shared_session_count() == 0
+                assert not shared_state.ENTRA_AUTH and not shared_state.CONNECTION_READS
+                after = AsyncEvalsClient.shared(settings)
+                assert after is not before
+                assert AsyncEvalsClient.shared(settings) is after
+                async with after:
+                    assert shared_session_count() == 1
+                    session = before._session
+                    assert session is not None
+                    await before.__aexit__(None, None, None)  # the forgotten session is closed by its user
+                    assert session.closed
+                    assert shared_session_count() == 1  # and the new pool keeps its own user
+                    await after.get_eval(eval_id)
+            assert shared_session_count() == 0
+
+        asyncio.run(main())
