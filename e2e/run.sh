@@ -93,11 +93,20 @@ $TIMED e2e-system-deps bash e2e/run.sh system-deps || rc=1
 [[ $rc -eq 0 ]] && { $TIMED e2e-python-deps bash e2e/run.sh python-deps || rc=1; }
 if [[ $rc -eq 0 ]]; then
   # Each pytest run starts its own PostgreSQL cluster and FakeEvalsServer and stops them at the end.
-  $TIMED e2e-airflow-3.3 timeout 1500 $PY -m pytest -c e2e/pytest.ini e2e/tests/test_1_airflow33.py || rc=1
+  $TIMED e2e-airflow-3.3 timeout 1500 $PY -m pytest -c e2e/pytest.ini e2e/tests/test_1_airflow33.py \
+    2>&1 | tee "$art/pytest-3.3.log" || rc=1
   cleanup
   : >"$art/pids.txt"
-  $TIMED e2e-airflow-3.1 timeout 900 $PY -m pytest -c e2e/pytest.ini e2e/tests/test_2_airflow31.py || rc=1
+  $TIMED e2e-airflow-3.1 timeout 900 $PY -m pytest -c e2e/pytest.ini e2e/tests/test_2_airflow31.py \
+    2>&1 | tee "$art/pytest-3.1.log" || rc=1
 fi
 $TIMED --summary
+# A failure's assertion sits in the middle of a long output, which CI logs may cut: repeat it last.
+for log in "$art"/pytest-3.3.log "$art"/pytest-3.1.log; do
+  [[ -f $log ]] && grep -q -E "^(FAILED|ERROR) " "$log" || continue
+  echo "== failures in $log (first assertion lines; the whole traceback is above and in the log)"
+  grep -E "^E  " "$log" | cut -c1-400 | head -40
+  grep -E "^(FAILED|ERROR) " "$log" | cut -c1-400
+done
 echo "== e2e artefacts: $art (report.json, screenshots/, airflow-*/ logs and pg_dump.sql)"
 exit $rc
