@@ -32,6 +32,7 @@ BENCHMARKS: list[str] = [
     "export_items",
     "compare_runs",
     "ui_page",
+    "inline_dataset_poll",
 ]
 
 

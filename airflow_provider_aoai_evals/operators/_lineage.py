@@ -221,6 +221,8 @@ def data_source_fields(data_source: Any, uploaded_file_id: str | None) -> dict[s
     fields: dict[str, Any] = {"type": data_source.get("type"), "sourceType": source_type}
     if source_type == "file_id" and isinstance(source, Mapping):
         fields["fileId"] = source.get("id")
+    elif source_type == "file_content" and uploaded_file_id:  # rows uploaded for being large
+        fields.update(fileId=uploaded_file_id, uploaded=True)
     return fields
 
 

@@ -9,6 +9,7 @@ in ``operators._waits_for_runs``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from io import BytesIO
 from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
@@ -22,6 +23,7 @@ from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id, validate_metadata
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
+from airflow_provider_aoai_evals.operators import _inline_dataset as inline
 from airflow_provider_aoai_evals.operators import _lineage as lineage
 from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.operators._reattach import (
@@ -65,6 +67,10 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         any request; or an ``ObjectStoragePath`` to a JSONL dataset, uploaded through the Files API (purpose
         ``evals``) and referenced by file id, so large datasets are not sent inline. The service's own
         ``{{item.x}}``/``{{sample.x}}`` placeholders are left as they are.
+    :param inline_upload_threshold: inline ``file_content`` rows larger than this many bytes (as JSONL) are
+        uploaded through the Files API and the run names the file instead (default 1 MiB; ``0``: never).
+        The API returns a run's whole data source with every GET, so large inline rows would be downloaded
+        again by every poll of the wait.
     :param name: the run's name (templated).
     :param metadata: up to 15 of your own keys (templated); the 16th holds the idempotency key.
     :param wait_for_completion: wait for the run and return its summary (default), or return at once.
@@ -96,9 +102,11 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         metadata: Mapping[str, str] | None = None,
         wait_for_completion: bool = True,
         reuse_finished_run: bool = False,
+        inline_upload_threshold: int = inline.DEFAULT_INLINE_UPLOAD_THRESHOLD,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.inline_upload_threshold = inline.check_threshold(inline_upload_threshold)
         self.eval_id = eval_id
         self.data_source = data_source
         self.name = name
@@ -139,6 +147,8 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         if run is None:
             if isinstance(data_source, ObjectStoragePath):
                 data_source = self._upload(client, data_source)
+            else:
+                data_source = self._upload_large_inline_rows(client, data_source)
             key = idempotency_key(context, base)
             run = client.create_run(
                 self.eval_id, data_source=data_source, name=self.name, metadata=metadata, idempotency_key=key
@@ -165,6 +175,30 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         uploaded = client.upload_file(lambda: path.open("rb"), filename=path.name, size=size, purpose="evals")
         self.log.info("Uploaded %s as file %s", path, uploaded.id)
         return {"type": "jsonl", "source": {"type": "file_id", "id": uploaded.id}}
+
+    def _upload_large_inline_rows(self, client: EvalsClient, data_source: Any) -> Any:
+        """``data_source`` itself, or, when its inline rows pass ``inline_upload_threshold``, the same source
+        naming those rows uploaded as a file (see ``_inline_dataset``)."""
+        rows = inline.inline_rows(data_source)
+        if rows is None or not self.inline_upload_threshold:
+            return data_source
+        body = inline.as_jsonl(rows)
+        if len(body) <= self.inline_upload_threshold:
+            return data_source
+        self.log.info(
+            "The data source's %d inline rows are %d bytes as JSONL, above inline_upload_threshold (%d): "
+            "uploading them through the Files API so that polls of the run do not download them again",
+            len(rows),
+            len(body),
+            self.inline_upload_threshold,
+        )
+        filename = f"{self.task_id}.jsonl"
+        uploaded = client.upload_file(
+            lambda: BytesIO(body), filename=filename, size=len(body), purpose="evals"
+        )
+        self.log.info("Uploaded the inline rows as file %s; the run names it by file id", uploaded.id)
+        self._uploaded_file_id = uploaded.id
+        return inline.with_file_id(data_source, uploaded.id)
 
     # -- lineage -------------------------------------------------------------------------------------------
 
@@ -199,7 +233,9 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         inputs: list[lineage.DatasetRef] = []
         if isinstance(data_source, ObjectStoragePath):
             inputs.append(lineage.storage_dataset(data_source))
-        elif isinstance(data_source, Mapping) and (file_id := lineage.uploaded_file_id(data_source)):
+        elif isinstance(data_source, Mapping) and (
+            file_id := lineage.uploaded_file_id(data_source) or self._uploaded_file_id
+        ):
             inputs.append(lineage.file_dataset(namespace, file_id))
         observed = self._observed
         outputs = []
