@@ -1,7 +1,7 @@
 """What one poll of a run costs when its rows were sent inline, and when they were uploaded as a file.
 
 The API returns a run's whole data source with every GET of it. ``CreateEvalRunOperator`` therefore uploads
-inline rows above ``inline_upload_threshold`` through the Files API (``operators/_inline_dataset``); this
+inline rows above ``inline_upload_threshold`` through the Files API (``operators/_dataset_upload``); this
 measures what that saves each poll of the wait. Both runs hold the same rows and stay in progress; the
 peer is the inline run, polled by the same client in the same way:
 
@@ -57,7 +57,7 @@ def _setup(server: FakeServerProcess, megabytes: int) -> dict[str, Any]:
     from airflow_provider_aoai_evals.api.auth import ApiKeyAuth
     from airflow_provider_aoai_evals.api.client import EvalsClient
     from airflow_provider_aoai_evals.api.settings import ClientSettings
-    from airflow_provider_aoai_evals.operators._inline_dataset import as_jsonl, with_file_id
+    from airflow_provider_aoai_evals.operators._dataset_upload import as_jsonl, with_file_id
 
     rows = _rows(megabytes)
     inline = {"type": "jsonl", "source": {"type": "file_content", "content": rows}}

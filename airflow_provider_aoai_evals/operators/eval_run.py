@@ -9,7 +9,6 @@ in ``operators._waits_for_runs``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from io import BytesIO
 from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
@@ -23,7 +22,7 @@ from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id, validate_metadata
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
-from airflow_provider_aoai_evals.operators import _inline_dataset as inline
+from airflow_provider_aoai_evals.operators import _dataset_upload as uploads
 from airflow_provider_aoai_evals.operators import _lineage as lineage
 from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.operators._reattach import (
@@ -102,11 +101,11 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         metadata: Mapping[str, str] | None = None,
         wait_for_completion: bool = True,
         reuse_finished_run: bool = False,
-        inline_upload_threshold: int = inline.DEFAULT_INLINE_UPLOAD_THRESHOLD,
+        inline_upload_threshold: int = uploads.DEFAULT_INLINE_UPLOAD_THRESHOLD,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.inline_upload_threshold = inline.check_threshold(inline_upload_threshold)
+        self.inline_upload_threshold = uploads.check_threshold(inline_upload_threshold)
         self.eval_id = eval_id
         self.data_source = data_source
         self.name = name
@@ -146,9 +145,15 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         )
         if run is None:
             if isinstance(data_source, ObjectStoragePath):
-                data_source = self._upload(client, data_source)
+                data_source = uploads.upload_path(client, data_source, self.log)
             else:
-                data_source = self._upload_large_inline_rows(client, data_source)
+                data_source, self._uploaded_file_id = uploads.upload_large_inline_rows(
+                    client,
+                    data_source,
+                    threshold=self.inline_upload_threshold,
+                    filename=f"{self.task_id}.jsonl",
+                    log=self.log,
+                )
             key = idempotency_key(context, base)
             run = client.create_run(
                 self.eval_id, data_source=data_source, name=self.name, metadata=metadata, idempotency_key=key
@@ -166,39 +171,6 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         if not self.wait_for_completion:
             return summarize(run).to_xcom()
         return self._wait(context, run)
-
-    # -- the data source -----------------------------------------------------------------------------------
-
-    def _upload(self, client: EvalsClient, path: ObjectStoragePath) -> dict[str, Any]:
-        size = int(path.stat().st_size)
-        self.log.info("Uploading %s (%d bytes) through the Files API", path, size)
-        uploaded = client.upload_file(lambda: path.open("rb"), filename=path.name, size=size, purpose="evals")
-        self.log.info("Uploaded %s as file %s", path, uploaded.id)
-        return {"type": "jsonl", "source": {"type": "file_id", "id": uploaded.id}}
-
-    def _upload_large_inline_rows(self, client: EvalsClient, data_source: Any) -> Any:
-        """``data_source`` itself, or, when its inline rows pass ``inline_upload_threshold``, the same source
-        naming those rows uploaded as a file (see ``_inline_dataset``)."""
-        rows = inline.inline_rows(data_source)
-        if rows is None or not self.inline_upload_threshold:
-            return data_source
-        body = inline.as_jsonl(rows)
-        if len(body) <= self.inline_upload_threshold:
-            return data_source
-        self.log.info(
-            "The data source's %d inline rows are %d bytes as JSONL, above inline_upload_threshold (%d): "
-            "uploading them through the Files API so that polls of the run do not download them again",
-            len(rows),
-            len(body),
-            self.inline_upload_threshold,
-        )
-        filename = f"{self.task_id}.jsonl"
-        uploaded = client.upload_file(
-            lambda: BytesIO(body), filename=filename, size=len(body), purpose="evals"
-        )
-        self.log.info("Uploaded the inline rows as file %s; the run names it by file id", uploaded.id)
-        self._uploaded_file_id = uploaded.id
-        return inline.with_file_id(data_source, uploaded.id)
 
     # -- lineage -------------------------------------------------------------------------------------------
 

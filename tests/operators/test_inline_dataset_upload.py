@@ -13,7 +13,7 @@ import pytest
 
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
-from airflow_provider_aoai_evals.operators._inline_dataset import DEFAULT_INLINE_UPLOAD_THRESHOLD, as_jsonl
+from airflow_provider_aoai_evals.operators._dataset_upload import DEFAULT_INLINE_UPLOAD_THRESHOLD, as_jsonl
 from airflow_provider_aoai_evals.operators.eval_run import CreateEvalRunOperator
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
 from tests.support import served_as_default_connection
