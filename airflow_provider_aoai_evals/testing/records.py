@@ -250,6 +250,24 @@ class RunRecord:
         )
 
     # ---- API view -----------------------------------------------------------------------------
+    def usage(self, k: int, tally: Tally) -> list[dict[str, Any]]:
+        """``per_model_usage`` after ``k`` graded items: the script's tokens per item that made a call."""
+        if k == 0:
+            return []
+        executed = k - tally.sample_errored
+        prompt = executed * self.script.prompt_tokens_per_item
+        completion = executed * self.script.completion_tokens_per_item
+        return [
+            {
+                "model_name": self.model,
+                "invocation_count": executed,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "cached_tokens": 0,
+            }
+        ]
+
     def to_api(self, now: float, status_override: str | None = None) -> dict[str, Any]:
         status = self.status_at(now)
         terminal = status not in NON_TERMINAL_STATUSES
@@ -259,12 +277,9 @@ class RunRecord:
             result_counts: dict[str, int] = dict(self.script.result_counts)
         else:
             result_counts = tally.result_counts()
-        per_criteria: list[dict[str, Any]] | None
-        per_model_usage: list[dict[str, Any]] | None
-        if not terminal or self.script.null_results:
-            per_criteria = None
-            per_model_usage = None
-        else:
+        per_criteria: list[dict[str, Any]] | None = None
+        per_model_usage: list[dict[str, Any]] | None = None
+        if terminal and not self.script.null_results:
             if self.script.per_testing_criteria_results is not None:
                 per_criteria = [dict(x) for x in self.script.per_testing_criteria_results]
             else:
@@ -272,22 +287,8 @@ class RunRecord:
                     {"testing_criteria": crit_id, "passed": passed, "failed": failed}
                     for (crit_id, _t), (passed, failed) in zip(self.criteria, tally.criteria, strict=True)
                 ]
-            executed = k - tally.sample_errored
-            prompt = executed * 60
-            per_model_usage = (
-                []
-                if k == 0
-                else [
-                    {
-                        "model_name": self.model,
-                        "invocation_count": executed,
-                        "prompt_tokens": prompt,
-                        "completion_tokens": executed * 2,
-                        "total_tokens": prompt + executed * 2,
-                        "cached_tokens": 0,
-                    }
-                ]
-            )
+        if (terminal or self.script.usage_while_running) and not self.script.null_results:
+            per_model_usage = self.usage(k, tally)
         error = None
         if status == "failed":
             error = self.script.error or {

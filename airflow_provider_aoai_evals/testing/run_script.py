@@ -51,9 +51,24 @@ class RunScript:
     #: By datasource item index: "pass", "fail", "error" or {criterion name: one of those}. Rules in
     #: testing.outcomes; items past the end of the list follow fail_every / error_every.
     outcomes: list[str | dict[str, str]] | None = None
+    #: Tokens each graded item adds to ``per_model_usage`` (items whose sample errored made no call).
+    prompt_tokens_per_item: int = 60
+    completion_tokens_per_item: int = 2
+    #: Report ``per_model_usage`` while queued or in progress too, growing as items are graded, as a token
+    #: budget needs to see it. Off by default: the fake has reported null until a run ends, and tests of
+    #: that stay as they are.
+    usage_while_running: bool = False
 
     def __post_init__(self) -> None:
         # Checked here so a typo fails where the script is written (or POSTed), not at the run it drives.
+        for name in ("prompt_tokens_per_item", "completion_tokens_per_item"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ApiError(
+                    400, f"RunScript.{name} must be a whole number >= 0, got {value!r}", param="script"
+                )
+        if not isinstance(self.usage_while_running, bool):
+            raise ApiError(400, "RunScript.usage_while_running must be true or false", param="script")
         self._compiled: tuple[list[Any], CompiledOutcomes] | None = None
         self.compiled_outcomes()
 
