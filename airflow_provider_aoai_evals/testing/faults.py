@@ -2,13 +2,16 @@
 
 Faults model the failures a production client meets between it and the service (throttling, proxies,
 dropped connections, half-written bodies), so they are matched on method and path only and consumed in
-the order they were injected.
+the order they were injected. A fault with ``seconds`` is a time window instead (an endpoint throttled for
+30 s, then recovered): it answers every matching request in the window, however many, and its ``hits``
+then say how many requests a client sent while it was throttled.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -25,6 +28,10 @@ class Fault:
     ``path_regex`` is searched in the path after the API root (``/evals/eval_x/runs``), so the same fault
     works for both flavors. ``status`` is used by kind ``status`` (and ``html``, default 502);
     ``delay`` by ``slow``; ``run_status`` by ``unknown_status``.
+
+    ``seconds`` makes it a window: it applies to every matching request for that many seconds after it
+    is injected (``count`` is then ignored), and afterwards stays listed, matching nothing, with its
+    ``hits``, until the faults are cleared.
     """
 
     kind: str = "status"
@@ -38,7 +45,10 @@ class Fault:
     run_status: str = "paused"
     message: str | None = None
     code: str | None = None
+    seconds: float | None = None
     hits: int = field(default=0, compare=False)
+    #: When it was injected (epoch seconds; set by ``FaultQueue.add``): the start of a window.
+    started_at: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -49,6 +59,15 @@ class Fault:
             self.status = 502
         if self.path_regex is not None:
             re.compile(self.path_regex)  # fail at injection time, not on the request that trips it
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"Fault seconds must be positive, got {self.seconds!r}")
+
+    @property
+    def window_over(self) -> bool:
+        """A window fault whose window has passed (it then matches nothing)."""
+        if self.seconds is None or self.started_at is None:
+            return False
+        return time.time() >= self.started_at + self.seconds
 
     def matches(self, method: str, api_path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -58,7 +77,7 @@ class Fault:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
         """Build from JSON; unknown keys are an error so a typo does not inject a catch-all fault."""
-        known = {f.name for f in fields(cls)} - {"hits"}
+        known = {f.name for f in fields(cls)} - {"hits", "started_at"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"Unknown Fault field(s): {sorted(unknown)}")
@@ -77,6 +96,7 @@ class FaultQueue:
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
+            fault.started_at = time.time()
             self._faults.append(fault)
         return fault
 
@@ -94,6 +114,11 @@ class FaultQueue:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, api_path):
+                    if fault.seconds is not None:
+                        if fault.window_over:
+                            continue  # kept for its hits
+                        fault.hits += 1
+                        return fault
                     fault.hits += 1
                     if fault.count is not None and fault.hits >= fault.count:
                         self._faults.remove(fault)
