@@ -4,7 +4,8 @@ It moves bytes, maps aiohttp's failures onto the error hierarchy, and drives the
 triggerer runs thousands of waits in one loop, so clients and their connection pools are shared per event
 loop and endpoint (``shared_state``) and reference counted: one pool instead of a session (and sockets) per
 wait, and few long-lived objects per wait, since every full garbage collection, which stops the loop,
-walks them all.
+walks them all. For the same reason each endpoint has one throttle gate per loop (``throttle_gate``): every
+attempt asks it first, so a throttled endpoint gets one probe instead of a retry stream per wait.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun,
 from airflow_provider_aoai_evals.api.operations import Call, Operations, matches_key
 from airflow_provider_aoai_evals.api.routes import PreparedRequest
 from airflow_provider_aoai_evals.api.settings import ClientSettings
+from airflow_provider_aoai_evals.api.throttle_gate import THROTTLE_STATUSES, ThrottleGate
 from airflow_provider_aoai_evals.api.wire import ClientBase, attempt_timeout, read_answer
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ R = TypeVar("R")
 
 #: URLs an async client keeps parsed (a trigger's client needs one; more than this starts again).
 _URL_CACHE_SIZE = 32
+#: What a client holds before its first request: a gate that never closes, replaced on ``_acquire``.
+_NO_GATE = ThrottleGate("", enabled=False)
 
 
 def _attempt_timeout(settings: ClientSettings, deadline: float | None) -> aiohttp.ClientTimeout:
@@ -87,6 +91,30 @@ def shared_session_count() -> int:
     return len(state.sessions) if state else 0
 
 
+def _transport_error(exc: BaseException, req: PreparedRequest, *, https: bool) -> EvalsAPIError:
+    """aiohttp's failure of one attempt as the error hierarchy's."""
+    method, path = req.method, req.path
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return tls_failed(exc, method=method, path=path)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return timed_out(connecting=True, method=method, path=path)
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return timed_out(connecting=False, method=method, path=path)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # A reset while connecting to an https endpoint is aiohttp's word for a handshake the server broke
+        # off, which requests reports as an SSL EOF: the same error either way.
+        os_error = exc.os_error
+        if isinstance(os_error, ConnectionResetError) and https:
+            return handshake_closed(method=method, path=path)
+        return EvalsConnectionError(
+            f"connection failed: {type(exc).__name__}: {type(os_error).__name__} {os_error}".rstrip(),
+            request_sent=False,
+            method=method,
+            path=path,
+        )
+    return connection_failed(exc, request_sent=True, method=method, path=path)
+
+
 class AsyncEvalsClient(ClientBase):
     """Non-blocking client on aiohttp for triggers. Use ``async with``: the session is shared and reference
     counted per event loop and endpoint, and closed when its last user leaves."""
@@ -98,6 +126,9 @@ class AsyncEvalsClient(ClientBase):
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxy: str | None = None
+        #: This loop's gate for the endpoint, taken with the session (``shared_state.reset()`` leaves both
+        #: with a client still in use, and a new client gets new ones).
+        self._gate: ThrottleGate = _NO_GATE
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], yarl.URL] = {}
         self._https = urlsplit(settings.api_root).scheme == "https"
         #: ``async with`` blocks currently inside this client; the last one out releases the session.
@@ -174,6 +205,7 @@ class AsyncEvalsClient(ClientBase):
             shared = pools[key] = SharedSession(self._make_session(), _proxy_for(self.settings))
         shared.users += 1
         self._session, self._loop, self._proxy = shared.session, loop, shared.proxy
+        self._gate = shared_state.for_loop(loop).gates.for_settings(self.settings)
         return shared.session
 
     async def close(self) -> None:
@@ -221,12 +253,18 @@ class AsyncEvalsClient(ClientBase):
         return yarl.URL(self._url(req)).with_query(req.query or None)
 
     async def _send(self, call: Call[R], deadline: float | None, target: yarl.URL | None = None) -> R:
+        """One attempt. It waits at the endpoint's gate first (only while the gate is closed), and tells the
+        gate a throttled answer, and the answer to a probe, before the answer is read."""
         session = await self._acquire()
         req = call.request
-        auth_headers = await self.settings.auth.aheaders()
-        headers = {**req.headers, **auth_headers}
-        timeout = _attempt_timeout(self.settings, deadline)
+        gate = self._gate
+        probe = False
+        if not gate.state.is_open:
+            probe = await gate.enter(deadline, self.settings.retry, req.method, req.path)
         try:
+            auth_headers = await self.settings.auth.aheaders()
+            headers = {**req.headers, **auth_headers}
+            timeout = _attempt_timeout(self.settings, deadline)
             # Redirects are not followed: aiohttp would send an ``api-key`` header (it drops only
             # ``Authorization``) to whatever host a redirect names, and re-post a create's body there.
             async with session.request(
@@ -240,26 +278,14 @@ class AsyncEvalsClient(ClientBase):
             ) as resp:
                 body = await resp.read()
                 status, resp_headers = resp.status, resp.headers
-        except aiohttp.ClientSSLError as exc:
-            raise tls_failed(exc, method=req.method, path=req.path) from None
-        except aiohttp.ConnectionTimeoutError:
-            raise timed_out(connecting=True, method=req.method, path=req.path) from None
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-            raise timed_out(connecting=False, method=req.method, path=req.path) from None
-        except aiohttp.ClientConnectorError as exc:
-            # A reset while connecting to an https endpoint is aiohttp's word for a handshake the server
-            # broke off, which requests reports as an SSL EOF: the same error either way.
-            if isinstance(exc.os_error, ConnectionResetError) and self._https:
-                raise handshake_closed(method=req.method, path=req.path) from None
-            os_error = exc.os_error
-            raise EvalsConnectionError(
-                f"connection failed: {type(exc).__name__}: {type(os_error).__name__} {os_error}".rstrip(),
-                request_sent=False,
-                method=req.method,
-                path=req.path,
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise connection_failed(exc, request_sent=True, method=req.method, path=req.path) from None
+        except BaseException as exc:
+            if probe:  # no answer (or cancelled): the probe slot goes to the next waiter
+                gate.lost()
+            if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+                raise _transport_error(exc, req, https=self._https) from None
+            raise
+        if probe or status in THROTTLE_STATUSES:
+            gate.observe(status, resp_headers, self.settings.retry, probe=probe)
         return read_answer(call, status, resp_headers, body, auth_headers)
 
     async def _execute(
