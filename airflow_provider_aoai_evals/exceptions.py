@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from airflow.providers.common.compat.sdk import AirflowException
 
+from airflow_provider_aoai_evals.api.waiting import CancelOutcome
+
 
 class EvalRunError(AirflowException):
     """A run ended in a status the task does not accept, or could not be watched to its end.
 
-    The message names the run, the eval, the status and the API's own error message.
+    The message names the run, the eval, the status and the API's own error message. ``canceled`` says
+    whether the task canceled the run on its way out (None: it did not try).
     """
 
     def __init__(
@@ -19,14 +22,84 @@ class EvalRunError(AirflowException):
         run_id: str | None = None,
         status: str | None = None,
         api_message: str | None = None,
+        canceled: bool | None = None,
     ) -> None:
         self.eval_id = eval_id
         self.run_id = run_id
         self.status = status
         self.api_message = api_message
+        self.canceled = canceled
         super().__init__(message)
+
+
+class EvalRunOverBudget(EvalRunError):
+    """The run used more tokens than the task's ``max_total_tokens``; a run still going was canceled."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        eval_id: str | None,
+        run_id: str,
+        status: str | None,
+        max_total_tokens: int,
+        total_tokens: int,
+        canceled: bool | None,
+    ) -> None:
+        self.max_total_tokens = max_total_tokens
+        self.total_tokens = total_tokens
+        super().__init__(message, eval_id=eval_id, run_id=run_id, status=status, canceled=canceled)
 
 
 def run_ended_message(eval_id: str | None, run_id: str, status: str, api_message: str | None) -> str:
     detail = f": {api_message}" if api_message else " (the API gave no error message)"
     return f"Eval run {run_id} of eval {eval_id} ended with status {status!r}{detail}"
+
+
+def with_cancel(message: str, cancel: CancelOutcome | None) -> str:
+    """A wait's ending message, told what the cancel on the way out did (unchanged when none was tried)."""
+    return message if cancel is None else f"{message}; {cancel.describe()}"
+
+
+def over_budget_message(
+    eval_id: str | None,
+    run_id: str,
+    *,
+    status: str,
+    max_total_tokens: int,
+    total_tokens: int,
+    cancel: CancelOutcome | None,
+) -> str:
+    """Why a task failed over its token budget: the budget, the usage so far, the run, and the cancel."""
+    head = f"Eval run {run_id} of eval {eval_id} used {total_tokens} tokens, over max_total_tokens={max_total_tokens}"
+    if cancel is None:
+        return f"{head}: it finished ({status!r}) over budget, so there was nothing to cancel"
+    return f"{head} while {status}; {cancel.describe()}"
+
+
+def over_budget_error(
+    eval_id: str | None,
+    run_id: str,
+    *,
+    status: str,
+    max_total_tokens: int,
+    total_tokens: int,
+    cancel: CancelOutcome | None,
+) -> EvalRunOverBudget:
+    message = over_budget_message(
+        eval_id,
+        run_id,
+        status=status,
+        max_total_tokens=max_total_tokens,
+        total_tokens=total_tokens,
+        cancel=cancel,
+    )
+    return EvalRunOverBudget(
+        message,
+        eval_id=eval_id,
+        run_id=run_id,
+        status=cancel.status or status if cancel is not None else status,
+        max_total_tokens=max_total_tokens,
+        total_tokens=total_tokens,
+        canceled=cancel.canceled if cancel is not None else None,
+    )

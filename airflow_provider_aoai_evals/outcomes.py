@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.summary import summarize
-from airflow_provider_aoai_evals.exceptions import EvalRunError, run_ended_message
+from airflow_provider_aoai_evals.exceptions import EvalRunError, EvalRunOverBudget, run_ended_message
 from airflow_provider_aoai_evals.triggers.eval_run import EVENT_STATUSES
 
 
@@ -43,7 +43,14 @@ def finished_run_result(run: EvalRun, success_statuses: Collection[str]) -> dict
 
 
 class WaitTimeout(AirflowSensorTimeout):
-    """The wait for a run ended at its deadline (a sensor with ``soft_fail`` turns this into a skip)."""
+    """The wait for a run ended at its deadline (a sensor with ``soft_fail`` turns this into a skip).
+
+    ``canceled`` says whether the run was canceled on the way out (None: no cancel was tried).
+    """
+
+    def __init__(self, message: str, *, canceled: bool | None = None) -> None:
+        self.canceled = canceled
+        super().__init__(message)
 
 
 def event_result(event: dict[str, Any] | None, *, eval_id: str, run_id: str) -> dict[str, Any]:
@@ -60,7 +67,18 @@ def event_result(event: dict[str, Any] | None, *, eval_id: str, run_id: str) -> 
         summary: dict[str, Any] = event["summary"]
         return summary
     if status == "timeout":
-        raise WaitTimeout(message)
+        canceled = event.get("canceled")
+        raise WaitTimeout(message, canceled=canceled if isinstance(canceled, bool) else None)
+    if status == "over_budget":
+        raise EvalRunOverBudget(
+            message,
+            eval_id=eval_id,
+            run_id=run_id,
+            status=event.get("run_status"),
+            max_total_tokens=int(event.get("max_total_tokens") or 0),
+            total_tokens=int(event.get("total_tokens") or 0),
+            canceled=bool(event.get("canceled")),
+        )
     error = event.get("error") or {}
     summary = event.get("summary") or {}
     raise EvalRunError(

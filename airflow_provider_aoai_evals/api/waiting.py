@@ -116,8 +116,13 @@ class WaitPolicy:
     def before_poll(self, now: float) -> Decision:
         """TIMED_OUT once the deadline has passed, else WAIT (go on and poll)."""
         if self.deadline is not None and now >= self.deadline:
-            return _TIMED_OUT_CANCEL if self.cancel_on_timeout else _TIMED_OUT
+            return self.timed_out()
         return _WAIT
+
+    def timed_out(self) -> Decision:
+        """TIMED_OUT, whoever kept the deadline: this policy, or Airflow (a poking sensor's ``timeout``, a
+        deferral's timeout when no triggerer ran the trigger)."""
+        return _TIMED_OUT_CANCEL if self.cancel_on_timeout else _TIMED_OUT
 
     def observe(self, run: EvalRun, now: float) -> Decision:
         """A successful poll found ``run``: DONE, FAILED, OVER_BUDGET or WAIT, and whether to show its

@@ -1,14 +1,20 @@
-"""EvalRunSensor: wait for an eval run to finish, deferrable by default setting, poke/reschedule too."""
+"""EvalRunSensor: wait for an eval run to finish, deferrable by default setting, poke/reschedule too.
+
+The sensor may watch a run started elsewhere, so ending its wait cancels nothing unless asked
+(``cancel_on_timeout``); a run over the sensor's token budget is canceled, since that budget is the
+reason to give one.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     Context,
     PokeReturnValue,
@@ -19,14 +25,27 @@ from airflow_provider_aoai_evals.api.errors import EvalsAPIError
 from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.validation import validate_id
-from airflow_provider_aoai_evals.api.waiting import WaitPolicy
+from airflow_provider_aoai_evals.api.waiting import Verdict, WaitPolicy, check_flag, check_token_budget
+from airflow_provider_aoai_evals.exceptions import with_cancel
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.links import EvalRunReportLink, publish_report_url
-from airflow_provider_aoai_evals.outcomes import check_success_statuses, event_result, finished_run_result
+from airflow_provider_aoai_evals.outcomes import (
+    WaitTimeout,
+    check_success_statuses,
+    event_result,
+    finished_run_result,
+)
 from airflow_provider_aoai_evals.templating import TemplatedIds
 from airflow_provider_aoai_evals.triggers.eval_run import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     EvalRunTrigger,
+)
+from airflow_provider_aoai_evals.wait_guard import (
+    cancel_run,
+    deferral_timed_out,
+    deferral_timeout,
+    fail_over_budget,
+    lost_deferral_event,
 )
 
 
@@ -46,6 +65,10 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
     :param max_consecutive_failures: transient polling failures in a row tolerated while deferred.
     :param cancel_on_kill: on Airflow 3.3+, cancel the run when a user marks the deferred task failed or
         succeeded or clears it (opt-in; the run may be shared with other consumers).
+    :param cancel_on_timeout: cancel the run when the wait times out, in every mode (opt-in, for the same
+        reason); the timeout's message says whether it was canceled.
+    :param max_total_tokens: fail once the run has used more tokens than this (``per_model_usage``
+        summed, checked on every poll), cancelling it if it is still going. None: no budget.
 
     ``poke_interval``, ``timeout`` (the whole wait, in seconds), ``soft_fail`` and ``mode`` work as on
     every Airflow sensor; the deferred wait honours ``timeout``, not ``execution_timeout``.
@@ -66,6 +89,8 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         cancel_on_kill: bool = False,
+        cancel_on_timeout: bool = False,
+        max_total_tokens: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,9 +101,13 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
         self.deferrable = deferrable
         self.max_consecutive_failures = max_consecutive_failures
         self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = check_flag("cancel_on_timeout", cancel_on_timeout)
+        self.max_total_tokens = check_token_budget(max_total_tokens)
         self._published: str | None = None
         #: The poke mode's wait, made at the first poke (a rescheduled poke starts a new one).
         self._poke_wait: WaitPolicy | None = None
+        #: The last poke found the run still going: a timeout Airflow raises next is the wait's, not the run's.
+        self._poke_pending = False
 
     @cached_property
     def hook(self) -> EvalsHook:
@@ -89,6 +118,19 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
         validate_id("eval_id", self.eval_id)
         validate_id("run_id", self.run_id)
 
+    def _policy(self, heartbeat: float | None = None) -> WaitPolicy:
+        # Airflow ends a poking sensor at its timeout, and transient failures are tolerated until then
+        # (max_consecutive_failures is for the deferred wait).
+        return WaitPolicy(
+            poll_interval=self.poke_interval,
+            deadline=None,
+            success_statuses=self.success_statuses,
+            max_consecutive_failures=None,
+            heartbeat=heartbeat,
+            max_total_tokens=self.max_total_tokens,
+            cancel_on_timeout=self.cancel_on_timeout,
+        )
+
     def _finish(self, run: EvalRun) -> dict[str, Any]:
         result = finished_run_result(run, self.success_statuses)
         self.log.info("%s", summarize(run).progress_line())
@@ -97,7 +139,7 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
     def execute(self, context: Context) -> Any:  # noqa: RET503 - defer() raises TaskDeferred
         self._check_ids()
         if not self.deferrable:
-            return super().execute(context)
+            return self._poke_until_done(context)
         try:
             run = self.hook.get_conn().get_run(self.eval_id, self.run_id)
         except EvalsAPIError as exc:
@@ -109,6 +151,9 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
             )
         else:
             publish_report_url(context, run.report_url)  # the link works while deferred
+            decision = self._policy().observe(run, time.time())
+            if decision.verdict is Verdict.OVER_BUDGET:
+                fail_over_budget(self.hook, run, decision, self.max_total_tokens, self.log)
             if run.is_terminal:  # already done: no deferral, no triggerer round trip
                 return self._finish(run)
             self.log.info("%s; deferring until it finishes", summarize(run).progress_line())
@@ -117,20 +162,39 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
                 self, eval_id=self.eval_id, run_id=self.run_id, poll_interval=self.poke_interval
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            # Past the trigger's deadline by what the trigger may still need after it (see
+            # api.waiting.deferral_margin): the trigger ends the wait, cancelling first when asked.
+            timeout=deferral_timeout(self.timeout),
         )
 
-    def poke(self, context: Context) -> PokeReturnValue | bool:
-        if self._poke_wait is None:
-            # Airflow ends a poking sensor at its timeout, and transient failures are tolerated until then
-            # (max_consecutive_failures is for the deferred wait); every poke shows the run's progress.
-            self._poke_wait = WaitPolicy(
-                poll_interval=self.poke_interval,
-                deadline=None,
-                success_statuses=self.success_statuses,
-                max_consecutive_failures=None,
-                heartbeat=0.0,
+    def _poke_until_done(self, context: Context) -> Any:
+        """Airflow's poke loop, and the cancel when its timeout ends the wait (``cancel_on_timeout``).
+
+        Airflow raises that timeout in ``BaseSensorOperator.execute`` after a poke that found the run still
+        going (``AirflowSkipException`` instead with ``soft_fail``); the same exceptions raised while a poke
+        failed are not the wait's timeout and pass unchanged.
+        """
+        try:
+            return super().execute(context)
+        except (AirflowSensorTimeout, AirflowSkipException) as exc:
+            wait = self._poke_wait
+            if wait is None or not (self._poke_pending and wait.timed_out().cancel):
+                raise
+            status = wait.last_status or "unknown"
+            cancel = cancel_run(self.hook, self.eval_id, self.run_id, self.log)
+            message = with_cancel(
+                f"Eval run {self.run_id} of eval {self.eval_id} was still {status} after the sensor's "
+                f"timeout of {self.timeout:g}s",
+                cancel,
             )
+            if isinstance(exc, AirflowSkipException):
+                raise AirflowSkipException(message) from exc
+            raise WaitTimeout(message, canceled=cancel.canceled) from exc
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        self._poke_pending = False
+        if self._poke_wait is None:
+            self._poke_wait = self._policy(heartbeat=0.0)  # every poke shows the run's progress
         wait = self._poke_wait
         try:
             run = self.hook.get_conn().get_run(self.eval_id, self.run_id)
@@ -138,14 +202,19 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
             if not exc.transient or wait.poll_failed().over:
                 raise
             self.log.warning("Polling eval run %s failed, will poke again: %s", self.run_id, exc)
+            self._poke_pending = True
             return False
         decision = wait.observe(run, time.time())
+        if decision.verdict is Verdict.OVER_BUDGET:
+            publish_report_url(context, run.report_url)
+            fail_over_budget(self.hook, run, decision, self.max_total_tokens, self.log)
         if not decision.over:
             if self._published != run.report_url:
                 publish_report_url(context, run.report_url)
                 self._published = run.report_url
             if decision.log_progress:
                 self.log.info("%s", summarize(run).progress_line())
+            self._poke_pending = True
             return False
         publish_report_url(context, run.report_url)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(run))
@@ -155,3 +224,16 @@ class EvalRunSensor(TemplatedIds, BaseSensorOperator):
         result = event_result(event, eval_id=self.eval_id, run_id=self.run_id)
         self.log.info("%s", (event or {}).get("message"))
         return result
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """The backstop for a deferral no triggerer ran to its end: Airflow's timeout of the deferral fired
+        and the scheduler resumes the task only to fail it. Cancel the run here when asked (the trigger
+        never did), and end as the trigger's ``timeout`` would have: through ``execute_complete`` and
+        Airflow's own sensor handling, so ``soft_fail`` still skips."""
+        if deferral_timed_out(next_method, next_kwargs):
+            self._check_ids()
+            event = lost_deferral_event(
+                self.hook, self.eval_id, self.run_id, ending=self._policy().timed_out(), log=self.log
+            )
+            next_method, next_kwargs = "execute_complete", {"event": event}
+        return super().resume_execution(next_method, next_kwargs, context)

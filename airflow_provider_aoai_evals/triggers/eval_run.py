@@ -3,6 +3,10 @@
 It polls with the async client (one shared aiohttp session per loop and endpoint, so thousands of waits
 share a connection pool), yields exactly one event, and keeps only ids, intervals and an absolute
 deadline in its kwargs, so a triggerer restart resumes the same wait and no secret is stored.
+
+The trigger, not Airflow's timeout of the deferral, ends a wait at its deadline: only the trigger can
+cancel the run first (``cancel_on_timeout``), so the task that started it never fails while the run goes
+on spending. The same holds for a run over its token budget (``max_total_tokens``).
 """
 
 from __future__ import annotations
@@ -15,23 +19,25 @@ from typing import Any, Protocol
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_aoai_evals.api.client import RunPoll
+from airflow_provider_aoai_evals.api.client import AsyncEvalsClient, RunPoll
 from airflow_provider_aoai_evals.api.errors import EvalsAPIError, EvalsConfigError, EvalsError
 from airflow_provider_aoai_evals.api.models import EvalRun, RunStatus
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.summary import summarize
 from airflow_provider_aoai_evals.api.waiting import (
+    DEFAULT_CANCEL_TIMEOUT,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    CancelOutcome,
     Decision,
     Verdict,
     WaitPolicy,
 )
-from airflow_provider_aoai_evals.exceptions import run_ended_message
+from airflow_provider_aoai_evals.exceptions import over_budget_message, run_ended_message, with_cancel
 from airflow_provider_aoai_evals.hooks import settings_reuse
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 
 #: The event statuses this trigger yields; ``execute_complete`` accepts only these.
-EVENT_STATUSES = ("success", "failure", "timeout", "error")
+EVENT_STATUSES = ("success", "failure", "timeout", "error", "over_budget")
 #: While a run's status and counts stay the same, its progress line is repeated this often (seconds).
 PROGRESS_HEARTBEAT_SECONDS = 300.0
 
@@ -60,6 +66,10 @@ class WaitingTask(Protocol):
     def max_consecutive_failures(self) -> int: ...
     @property
     def cancel_on_kill(self) -> bool: ...
+    @property
+    def cancel_on_timeout(self) -> bool: ...
+    @property
+    def max_total_tokens(self) -> int | None: ...
 
 
 class EvalRunTrigger(BaseTrigger):
@@ -75,7 +85,12 @@ class EvalRunTrigger(BaseTrigger):
         (each poll already retries with backoff inside the client). Permanent errors end the wait at once.
     :param cancel_on_kill: on Airflow 3.3+, cancel the run when a user marks the deferred task failed or
         succeeded, or clears it. Airflow 3.1 and 3.2 never call ``on_kill``.
-    :param cancel_timeout: upper bound in seconds for that cancel.
+    :param cancel_timeout: upper bound in seconds for that cancel, and for the cancels below.
+    :param cancel_on_timeout: at the deadline, cancel the run before yielding ``timeout`` (the event says
+        whether that worked). Off by default so a trigger serialized by an earlier release, without this
+        kwarg, ends as it did.
+    :param max_total_tokens: the run's token budget; a run seen over it is canceled if still going and ends
+        the wait with ``over_budget``. None (and the default of an earlier release's trigger): no budget.
     """
 
     def __init__(
@@ -89,7 +104,9 @@ class EvalRunTrigger(BaseTrigger):
         success_statuses: Sequence[str] = (RunStatus.COMPLETED,),
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
         cancel_on_kill: bool = False,
-        cancel_timeout: float = 30.0,
+        cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
+        cancel_on_timeout: bool = False,
+        max_total_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.eval_id = eval_id
@@ -102,6 +119,8 @@ class EvalRunTrigger(BaseTrigger):
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_timeout = float(cancel_timeout)
+        self.cancel_on_timeout = bool(cancel_on_timeout)
+        self.max_total_tokens = None if max_total_tokens is None else int(max_total_tokens)
 
     @classmethod
     def for_task(
@@ -117,6 +136,8 @@ class EvalRunTrigger(BaseTrigger):
             success_statuses=task.success_statuses,
             max_consecutive_failures=task.max_consecutive_failures,
             cancel_on_kill=task.cancel_on_kill,
+            cancel_on_timeout=task.cancel_on_timeout,
+            max_total_tokens=task.max_total_tokens,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -132,6 +153,8 @@ class EvalRunTrigger(BaseTrigger):
                 "max_consecutive_failures": self.max_consecutive_failures,
                 "cancel_on_kill": self.cancel_on_kill,
                 "cancel_timeout": self.cancel_timeout,
+                "cancel_on_timeout": self.cancel_on_timeout,
+                "max_total_tokens": self.max_total_tokens,
             },
         )
 
@@ -163,7 +186,7 @@ class EvalRunTrigger(BaseTrigger):
                 except EvalsConfigError as exc:
                     yield self._event("error", str(exc), error=_error_fields(exc))
                     return
-                outcome = await self._wait(poll, settings if reused else None)
+                outcome = await self._wait(client, poll, settings if reused else None)
             if isinstance(outcome, TriggerEvent):
                 yield outcome
                 return
@@ -185,7 +208,9 @@ class EvalRunTrigger(BaseTrigger):
         )
         return current
 
-    async def _wait(self, poll: RunPoll, reused: ClientSettings | None) -> TriggerEvent | ClientSettings:
+    async def _wait(
+        self, client: AsyncEvalsClient, poll: RunPoll, reused: ClientSettings | None
+    ) -> TriggerEvent | ClientSettings:
         """Poll until there is an event to yield, or return the connection's new settings when a poll
         with ``reused`` settings (read by an earlier wait) failed and the connection has since changed."""
         wait = WaitPolicy(
@@ -194,16 +219,14 @@ class EvalRunTrigger(BaseTrigger):
             success_statuses=self.success_statuses,
             max_consecutive_failures=self.max_consecutive_failures,
             heartbeat=PROGRESS_HEARTBEAT_SECONDS,
+            max_total_tokens=self.max_total_tokens,
+            cancel_on_timeout=self.cancel_on_timeout,
         )
         while True:
             now = time.time()
-            if wait.before_poll(now).over:
-                return self._event(
-                    "timeout",
-                    f"Eval run {self.run_id} of eval {self.eval_id} was still {wait.last_status or 'unknown'} "
-                    "when the wait's deadline passed",
-                    run_status=wait.last_status,
-                )
+            decision = wait.before_poll(now)
+            if decision.over:
+                return await self._timed_out(client, wait, decision)
             try:
                 run = await poll(deadline=self.deadline)
             except EvalsAPIError as exc:
@@ -232,6 +255,8 @@ class EvalRunTrigger(BaseTrigger):
                 )
             else:
                 decision = wait.observe(run, now)
+                if decision.verdict is Verdict.OVER_BUDGET:
+                    return await self._over_budget(client, run, decision)
                 if decision.over:
                     return self._finished(run, decision)
                 if decision.log_progress:
@@ -239,6 +264,67 @@ class EvalRunTrigger(BaseTrigger):
                 # Not kept alive across the sleep: thousands of waits share this process.
                 del run
             await asyncio.sleep(wait.pause(time.time()))
+
+    async def _timed_out(
+        self, client: AsyncEvalsClient, wait: WaitPolicy, decision: Decision
+    ) -> TriggerEvent:
+        message = (
+            f"Eval run {self.run_id} of eval {self.eval_id} was still {wait.last_status or 'unknown'} "
+            "when the wait's deadline passed"
+        )
+        if not decision.cancel:  # as an earlier release's trigger ended: no cancel keys
+            return self._event("timeout", message, run_status=wait.last_status)
+        cancel = await self._cancel_at_end(client)
+        return self._event(
+            "timeout",
+            with_cancel(message, cancel),
+            run_status=cancel.status or wait.last_status,
+            **cancel.to_event(),
+        )
+
+    async def _over_budget(self, client: AsyncEvalsClient, run: EvalRun, decision: Decision) -> TriggerEvent:
+        summary = summarize(run)
+        self.log.info("%s", summary.progress_line())
+        cancel = await self._cancel_at_end(client) if decision.cancel else None
+        # Both are set when the policy says OVER_BUDGET.
+        assert self.max_total_tokens is not None
+        assert decision.tokens_used is not None
+        message = over_budget_message(
+            self.eval_id,
+            self.run_id,
+            status=run.status,
+            max_total_tokens=self.max_total_tokens,
+            total_tokens=decision.tokens_used,
+            cancel=cancel,
+        )
+        return self._event(
+            "over_budget",
+            message,
+            run_status=(cancel.status if cancel is not None else None) or run.status,
+            max_total_tokens=self.max_total_tokens,
+            total_tokens=decision.tokens_used,
+            summary=summary.to_xcom(),
+            **(cancel.to_event() if cancel is not None else {"canceled": False}),
+        )
+
+    async def _cancel_at_end(self, client: AsyncEvalsClient) -> CancelOutcome:
+        """Cancel the run as the wait ends, through the wait's own (shared) client, within
+        ``cancel_timeout``; a failure is reported in the event rather than raised, so the wait still
+        ends with its one event and the task fails saying the run may still be going."""
+        try:
+            run = await asyncio.wait_for(
+                client.cancel_run(self.eval_id, self.run_id, deadline=time.time() + self.cancel_timeout),
+                timeout=self.cancel_timeout,
+            )
+        except asyncio.TimeoutError:
+            error = f"no answer within {self.cancel_timeout:g}s"
+        except EvalsError as exc:
+            error = str(exc)
+        else:
+            self.log.info("Canceled eval run %s as its wait ended; it is now %s", self.run_id, run.status)
+            return CancelOutcome.answered(run.status)
+        self.log.warning("Could not cancel eval run %s as its wait ended: %s", self.run_id, error)
+        return CancelOutcome.failed(error)
 
     def _finished(self, run: EvalRun, decision: Decision) -> TriggerEvent:
         summary = summarize(run)
@@ -264,7 +350,7 @@ class EvalRunTrigger(BaseTrigger):
         except (EvalsError, asyncio.TimeoutError) as exc:
             self.log.warning("on_kill: could not cancel eval run %s: %r", self.run_id, exc)
 
-    async def _cancel(self) -> str:
+    async def _cancel(self) -> str:  # on_kill's: the wait's client is gone by then
         async with await EvalsHook(self.conn_id).get_async_conn() as client:
             run = await client.cancel_run(
                 self.eval_id, self.run_id, deadline=time.time() + self.cancel_timeout

@@ -15,6 +15,7 @@ from airflow_provider_aoai_evals.exceptions import EvalRunError
 from airflow_provider_aoai_evals.sensors.eval_run import EvalRunSensor
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
 from airflow_provider_aoai_evals.triggers.eval_run import EvalRunTrigger
+from airflow_provider_aoai_evals.wait_guard import deferral_timeout
 from tests.support import served_as_default_connection
 
 KEY = "sk-sensor-canary-77aa"
@@ -71,7 +72,9 @@ def test_running_run_defers_with_absolute_deadline_and_no_secret(
     trigger = deferred.trigger
     assert isinstance(trigger, EvalRunTrigger) and deferred.method_name == "execute_complete"
     assert before + 120 <= trigger.deadline <= time.time() + 120
-    assert deferred.timeout is not None and deferred.timeout.total_seconds() == 120  # the sensor timeout
+    # The sensor's timeout plus the margin the trigger needs to end the wait itself (wait_guard).
+    assert deferred.timeout is not None and deferred.timeout == deferral_timeout(120)
+    assert deferred.timeout.total_seconds() > 120
     _, kwargs = trigger.serialize()
     assert kwargs["poll_interval"] == 7 and kwargs["cancel_on_kill"] is True
     assert KEY not in json.dumps(kwargs)

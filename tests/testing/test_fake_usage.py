@@ -65,7 +65,12 @@ def test_tokens_per_item_through_the_control_api(openai_server: FakeEvalsServer)
         openai_server.url + "/_fake/runs",
         json={
             "eval_id": ev["id"],
-            "script": {"queued_seconds": 0, "in_progress_seconds": 0, "output_items": 3, "prompt_tokens_per_item": 1000},
+            "script": {
+                "queued_seconds": 0,
+                "in_progress_seconds": 0,
+                "output_items": 3,
+                "prompt_tokens_per_item": 1000,
+            },
         },
         timeout=5,
     )

@@ -40,6 +40,9 @@ def test_timeout_cancels_only_when_asked() -> None:
     ending = policy(cancel_on_timeout=True).before_poll(100.0)
     assert ending.verdict is Verdict.TIMED_OUT and ending.cancel is True
     assert policy(cancel_on_timeout=True).before_poll(99.0).over is False
+    # A deadline Airflow keeps (a poking sensor, a lost deferral) ends the same way.
+    assert policy(deadline=None, cancel_on_timeout=True).timed_out().cancel is True
+    assert policy(deadline=None).timed_out().cancel is False
 
 
 def test_tokens_are_summed_over_models() -> None:
