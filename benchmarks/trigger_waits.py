@@ -17,7 +17,14 @@ How (see docs/benchmarks.md):
   the waits start), the lateness of a 50 ms ticker task, and each event's delivery time minus its run's
   terminal time; medians of three fresh processes per variant and size are reported.
 
-Run ``python -m benchmarks.trigger_waits`` (or ``benchmarks/run_all.py``) from the repository root.
+A second scenario, the throttle window (``THROTTLE``), runs N = 1,000 of our waits while the fake answers
+every poll 429 with ``Retry-After`` for 30 s, once with the throttle gate (``api/throttle_gate.py``) and once
+without it, and counts the polls that reached the fake inside the window (the window fault's ``hits``).
+"Without" is ``GateRegistry(enabled=False)`` set on the child's loop: a switch for this benchmark and the
+tests only, not a user option.
+
+Run ``python -m benchmarks.trigger_waits`` (or ``benchmarks/run_all.py``) from the repository root;
+``--only-throttle`` runs just the throttle window.
 """
 
 from __future__ import annotations
@@ -821,6 +828,202 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- the throttle window: the same waits through 30 s of 429, with the gate and without ----------------------
+
+
+@dataclass(frozen=True)
+class ThrottlePlan:
+    """N waits; ``lead`` s after the last one started the fake throttles their polls for ``window`` s (429
+    with ``Retry-After: retry_after``), and their runs end 1-3 s after that."""
+
+    n: int
+    window: float
+    retry_after: float
+    lead: float = 2.0
+
+
+THROTTLE = ThrottlePlan(n=1000, window=30.0, retry_after=2.0)
+THROTTLE_QUICK = ThrottlePlan(n=300, window=10.0, retry_after=2.0)
+TARGET_THROTTLE_PER_WAIT = 1.2
+#: The polls the window fault answers (GET of one run), as the trigger sends them.
+RUN_PATH = r"/runs/[^/]+$"
+
+
+class _Closings:
+    """Counts the gate's warning lines: one per closing is the contract."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.count = 0
+        counter = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.levelno >= logging.WARNING:
+                    counter.count += 1
+
+        logger = logging.getLogger("airflow_provider_aoai_evals.api.throttle_gate")
+        logger.addHandler(Handler())
+        logger.setLevel(logging.INFO)
+
+
+async def _control(server_url: str, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{server_url}/_fake/{path}", json=payload) as resp,
+    ):
+        if resp.status != 200:
+            raise RuntimeError(f"{method} /_fake/{path}: HTTP {resp.status}: {await resp.text()}")
+        return await resp.json()
+
+
+async def _measure_throttle(args: argparse.Namespace) -> dict[str, Any]:
+    from airflow_provider_aoai_evals.api import shared_state
+    from airflow_provider_aoai_evals.api.throttle_gate import GateRegistry
+
+    loop = asyncio.get_running_loop()
+    n, window, retry_after, lead = args.n, args.throttle_window, args.retry_after, args.lead
+    if args.no_gate:  # before the first client takes its gate from this loop's registry
+        shared_state.for_loop().gates = GateRegistry(enabled=False)
+    rng = random.Random(args.seed)
+    t0_planned = loop.time() + creation_budget(n)
+    window_at = t0_planned + STAGGER + lead
+    terminal_at = [window_at + window + rng.uniform(1.0, 3.0) for _ in range(n)]
+    created = await _create(args.server_url, n, terminal_at)
+    variant = _variant("ours", args.server_url + "/v1")
+    warm = _Runner(variant, 1)
+    warm.start(0, created.eval_id, created.warm_run_id)
+    await warm.all_done.wait()
+    closings = _Closings()
+    await asyncio.sleep(max(0.0, t0_planned - loop.time()))
+    t0, cpu0 = loop.time(), time.process_time()
+    runner = _Runner(variant, n)
+    for i, run_id in enumerate(created.run_ids):
+        loop.call_at(t0 + STAGGER * i / n, runner.start, i, created.eval_id, run_id)
+    await asyncio.sleep(max(0.0, window_at - loop.time()))
+    fault = {"kind": "status", "status": 429, "retry_after": retry_after, "method": "GET",
+             "path_regex": RUN_PATH, "seconds": window}  # fmt: skip
+    injected = (await _control(args.server_url, "POST", "faults", fault))["fault"]
+    window_started = loop.time()
+    await runner.all_done.wait()
+    cpu, wall = time.process_time() - cpu0, loop.time() - t0
+    listed = (await _control(args.server_url, "GET", "faults"))["data"]
+    hits = next(f["hits"] for f in listed if f["started_at"] == injected["started_at"])
+    delivery = [d - t for d, t in zip(runner.delivered, created.terminal, strict=True) if d is not None]
+    statuses = Counter(runner.statuses)
+    return {
+        "gate": not args.no_gate,
+        "n": n,
+        "window_s": window,
+        "retry_after_s": retry_after,
+        "window_requests": hits,
+        "requests_per_wait": hits / n,
+        "ok": statuses.get("success", 0),
+        "statuses": dict(statuses),
+        "all_finished": statuses.get("success", 0) == n,
+        "gate_closings_logged": closings.count,
+        "attempts_total": variant.polls,
+        "delivery_max_s": max(delivery, default=float("nan")),
+        "last_event_after_window_s": max((d for d in runner.delivered if d is not None), default=t0)
+        - (window_started + window),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "creation_s": created.seconds,
+    }
+
+
+def run_throttle(args: argparse.Namespace) -> dict[str, Any]:
+    """One throttle-window child: our waits, with the gate or (``--no-gate``) without it."""
+    import airflow_provider_aoai_evals.triggers.eval_run  # noqa: F401 - imported before the waits, as in a triggerer
+
+    return asyncio.run(_measure_throttle(args))
+
+
+def _run_throttle_one(server: FakeServerProcess, plan: ThrottlePlan, *, gate: bool) -> dict[str, Any]:
+    server.control("reset", {})
+    argv = [
+        sys.executable, "-m", "benchmarks.trigger_waits", "--child", "ours", "--n", str(plan.n),
+        "--server-url", server.url, "--server-pid", str(server.pid), "--throttle-window", str(plan.window),
+        "--retry-after", str(plan.retry_after), "--lead", str(plan.lead), "--seed", str(plan.n),
+    ]  # fmt: skip
+    if not gate:
+        argv.append("--no-gate")
+    timeout = 90.0 + creation_budget(plan.n) + STAGGER + plan.lead + plan.window + 8 * POLL_INTERVAL
+    home = tempfile.mkdtemp(prefix="bench-airflow-home-")
+    try:
+        return run_child(argv, timeout=timeout, env=_child_env(home, server.api_root))
+    except subprocess.TimeoutExpired:
+        return {"gate": gate, "n": plan.n, "timed_out": True}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def measure_throttle(plan: ThrottlePlan) -> dict[str, Any]:
+    """The throttle window once with the gate and once without, each in a fresh child (a count, not a
+    timing: one run each)."""
+    started, load_before = time.perf_counter(), os.getloadavg()
+    runs = []
+    with FakeServerProcess(api_key=API_KEY) as server:
+        for gate in (True, False):
+            result = _run_throttle_one(server, plan, gate=gate)
+            runs.append(result)
+            print(f"  throttle window N={plan.n} {'with' if gate else 'without'} the gate: "
+                  f"{result.get('window_requests', 'TIMED OUT')} requests in the window", flush=True)  # fmt: skip
+    with_gate = runs[0]
+    ok = (not with_gate.get("timed_out") and with_gate["requests_per_wait"] <= TARGET_THROTTLE_PER_WAIT
+          and with_gate["all_finished"])  # fmt: skip
+    return {
+        "benchmark": NAME + "_throttle",
+        "date": now_iso(),
+        "plan": dataclasses.asdict(plan),
+        "pinning": {"enabled": can_pin(), "server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU},
+        "machine": {
+            **machine(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "runs": runs,
+        "target": {
+            "target": f"requests per wait in the window with the gate <= {TARGET_THROTTLE_PER_WAIT}"
+            " and all waits finished",
+            "verdict": _verdict(ok),
+        },
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def render_throttle(result: dict[str, Any]) -> str:
+    plan = result["plan"]
+    lines = [
+        f"throttle window: N = {plan['n']} waits polling every {POLL_INTERVAL:.0f} s; {plan['lead']:.0f} s after the "
+        f"last start the fake answers every poll 429 with Retry-After {plan['retry_after']:g} s for "
+        f"{plan['window']:.0f} s, then recovers; runs end 1-3 s after the window; one fresh process each",
+        "",
+        f"{'variant':<29}{'N':>6}{'window req':>11}{'req/wait':>9}{'finished':>9}{'closings':>9}"
+        f"{'last event s':>13}{'CPU s':>7}",
+    ]  # fmt: skip
+    for r in result["runs"]:
+        label = "ours, with the gate" if r["gate"] else "ours, without the gate"
+        if r.get("timed_out"):
+            lines.append(f"{label:<29}{r['n']:>6}  TIMED OUT")
+            continue
+        finished = "all" if r["all_finished"] else f"{r['ok']}/{r['n']}"
+        lines.append(
+            f"{label:<29}{r['n']:>6}{r['window_requests']:>11}{r['requests_per_wait']:>9.2f}{finished:>9}"
+            f"{r['gate_closings_logged']:>9}{r['last_event_after_window_s']:>13.2f}{r['cpu_s']:>7.1f}"
+        )
+    target = result["target"]
+    lines += ["", f"  {target['verdict']:<5} {target['target']}",
+              "'last event s': the last wait's event after the window ended; 'closings': the gate's warning "
+              "lines (one per closing)",
+              f"load average (1/5/15 min) before: {result['machine']['loadavg_before']}, "
+              f"after: {result['machine']['loadavg_after']}"]  # fmt: skip
+    return "\n".join(lines)
+
+
 def profile(variant: str, n: int, *, top: int = 30) -> str:
     """cProfile of one child's waits window (first start to last event); for explaining a MISS.
 
@@ -833,9 +1036,23 @@ def profile(variant: str, n: int, *, top: int = 30) -> str:
         return profile_report(out, label, top)
 
 
-def main(*, quick: bool = False, repeats: int = 3, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """Entry point used by ``benchmarks/run_all.py``: measure, print the table, write the JSON artifact."""
-    return publish(NAME, measure(quick=quick, repeats=repeats, sizes=sizes), render)
+def main(*, quick: bool = False, repeats: int = 3, sizes: tuple[int, ...] | None = None,
+         only_throttle: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Entry point used by ``benchmarks/run_all.py``: measure, print the tables, write the JSON artifact.
+
+    ``only_throttle`` measures the throttle window alone and writes ``trigger_waits_throttle.json``, so it
+    does not overwrite a full run's figures.
+    """
+    throttle_plan = THROTTLE_QUICK if quick else THROTTLE
+    if only_throttle:
+        return publish(NAME + "_throttle", measure_throttle(throttle_plan), render_throttle)
+    result = measure(quick=quick, repeats=repeats, sizes=sizes)
+    result["throttle"] = measure_throttle(throttle_plan)
+
+    def both(measured: dict[str, Any]) -> str:
+        return render(measured) + "\n\n" + render_throttle(measured["throttle"])
+
+    return publish(NAME, result, both)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -858,15 +1075,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     child.add_argument("--spread", type=float, help=argparse.SUPPRESS)
     child.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     child.add_argument("--profile-out", help=argparse.SUPPRESS)
+    child.add_argument("--throttle-window", type=float, help=argparse.SUPPRESS)
+    child.add_argument("--no-gate", action="store_true", help=argparse.SUPPRESS)
+    child.add_argument("--retry-after", type=float, default=2.0, help=argparse.SUPPRESS)
+    child.add_argument("--lead", type=float, default=2.0, help=argparse.SUPPRESS)
+    parser.add_argument("--only-throttle", action="store_true", help="run only the throttle-window scenario")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = _parse(None)
     if args.child:
-        measured = run_variant(args)
+        measured = run_throttle(args) if args.throttle_window else run_variant(args)
         print(json.dumps(measured), flush=True)
     elif args.profile:
         print(profile(args.profile, args.profile_n))
     else:
-        main(quick=args.quick, repeats=max(1, args.repeats), sizes=args.sizes)
+        main(
+            quick=args.quick, repeats=max(1, args.repeats), sizes=args.sizes, only_throttle=args.only_throttle
+        )
