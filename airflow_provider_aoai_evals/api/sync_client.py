@@ -27,7 +27,7 @@ from airflow_provider_aoai_evals.api.errors import (
 )
 from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, FileObject, OutputItem, Page
 from airflow_provider_aoai_evals.api.operations import Call, Operations, matches_key
-from airflow_provider_aoai_evals.api.raw_items import RawItemPage
+from airflow_provider_aoai_evals.api.raw_items import RawItemPage, RawPageWalk
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.wire import ClientBase, attempt_timeout, page_size, read_answer
 from airflow_provider_aoai_evals.export.lean_pages import LeanPages
@@ -257,12 +257,14 @@ class EvalsClient(ClientBase):
         self, eval_id: str, run_id: str, *, status: str | None = None, limit: int | None = None
     ) -> Iterator[RawItemPage]:
         """Pages (oldest first) whose items keep the bytes the API sent: for exports, which copy items
-        rather than read them (see ``raw_items``). Retries and the cursor walk are the typed pages'."""
+        rather than read them (see ``raw_items``). Retries and the cursor walk's rules are the typed
+        pages'; each page is asked for while the one before may still be unscanned (``RawPageWalk``)."""
         size = page_size(limit)
-        walk = flows.PageWalk(
-            lambda a: self.ops.list_raw_output_items(eval_id, run_id, a, size, status), None
-        )
-        return self._walk(walk, send=self._lean.send)
+
+        def make(after: str | None) -> Call[RawItemPage]:
+            return self.ops.list_raw_output_items(eval_id, run_id, after, size, status)
+
+        return iter(RawPageWalk(make, flows.PageWalk(make, None), _PageFetch(self)))
 
     def get_output_item(self, eval_id: str, run_id: str, output_item_id: str) -> OutputItem:
         return self._execute(self.ops.get_output_item(eval_id, run_id, output_item_id))
@@ -277,6 +279,41 @@ class EvalsClient(ClientBase):
         Sync only: uploads happen in operators on a worker, never in the triggerer.
         """
         return self._execute(self.ops.upload_file(open_stream, filename=filename, size=size, purpose=purpose))
+
+
+class _PageFetch:
+    """The client's page transport for ``RawPageWalk``: the fast page path, under the retry policy."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: EvalsClient) -> None:
+        self._client = client
+
+    def __call__(self, call: Call[RawItemPage], first: bytes | Exception | None = None) -> RawItemPage:
+        send: Send = self._client._lean.send
+        if first is not None:
+            send = _after_first(first, send)
+        return self._client._execute(call, send=send)
+
+    def once(self, call: Call[RawItemPage]) -> RawItemPage:
+        return self._client._lean.send(call, None)
+
+
+def _after_first(first: bytes | Exception, send: Send) -> Send:
+    """A transport whose first attempt is an outcome already had, then ``send``: a body is read as any
+    answer is (the status and headers it came with are not kept, so its errors name neither), a failure
+    is raised."""
+    pending = [first]
+
+    def attempt(call: Call[Any], deadline: float | None) -> Any:
+        if not pending:
+            return send(call, deadline)
+        had = pending.pop()
+        if isinstance(had, Exception):
+            raise had
+        return read_answer(call, 200, {}, had, {})
+
+    return attempt
 
 
 def _items(pages: Iterator[Page[Any]]) -> Iterator[Any]:

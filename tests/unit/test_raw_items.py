@@ -4,6 +4,8 @@ each item's bytes exactly as sent (one line), and malformed bodies mapped to the
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +14,13 @@ from airflow_provider_aoai_evals.api.auth import ApiKeyAuth
 from airflow_provider_aoai_evals.api.errors import EvalsPermanentError, EvalsServerError
 from airflow_provider_aoai_evals.api.models import OutputItem, Page
 from airflow_provider_aoai_evals.api.operations import Operations
-from airflow_provider_aoai_evals.api.raw_items import UnexpectedShapeError, parse_raw_item_page
+from airflow_provider_aoai_evals.api.raw_items import (
+    DEFER_MIN_BYTES,
+    RawItemPage,
+    UnexpectedShapeError,
+    parse_raw_item_page,
+    read_raw_item_page,
+)
 from airflow_provider_aoai_evals.api.settings import ClientSettings
 from airflow_provider_aoai_evals.api.wire import read_answer as _result
 from tests.unit.test_errors_and_models import load_examples
@@ -125,3 +133,81 @@ def test_a_body_damaged_in_the_middle_is_a_syntax_error_when_read() -> None:
     damaged = body.replace(b'"datasource_item_id": 2', b'"datasource_item_id": 2 2')
     with pytest.raises(json.JSONDecodeError):
         parse_raw_item_page(damaged)
+
+
+def big_envelope(count: int = 10, **kw: Any) -> bytes:
+    """A page large enough to be read unscanned (``raw_items.DEFER_MIN_BYTES``)."""
+    body = envelope([item(n, note="x" * 2000) for n in range(1, count + 1)], **kw)
+    assert len(body) >= DEFER_MIN_BYTES
+    return body
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_documented_ending_gives_a_guess_at_the_cursor_before_the_scan(indent: int | None) -> None:
+    page = read_raw_item_page(big_envelope(indent=indent))
+    scanned_when_read = page.scanned
+    assert not scanned_when_read and page.claimed_cursor() == "outputitem_10"
+    assert page.next_cursor() == "outputitem_10" and page.scanned
+    assert [i.id for i in page.data] == [f"outputitem_{n}" for n in range(1, 11)]
+    stale = read_raw_item_page(
+        big_envelope().replace(b'"last_id": "outputitem_10"', b'"last_id": "outputitem_4"')
+    )
+    assert stale.claimed_cursor() == "outputitem_4" and stale.next_cursor() == "outputitem_10"
+    null = read_raw_item_page(big_envelope().replace(b'"last_id": "outputitem_10"', b'"last_id": null'))
+    assert null.claimed_cursor() is None and null.next_cursor() == "outputitem_10"
+    last = read_raw_item_page(big_envelope(has_more=False))
+    assert last.claimed_cursor() is None and last.next_cursor() is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        envelope([item(1)]),  # small: its scan costs less than a wasted request
+        big_envelope().replace(b'"has_more": true}', b'"has_more": true, "x": 1}'),  # another ending
+        big_envelope().replace(b'"last_id": "outputitem_10"', b'"last_id": "a\\"b"'),  # an escape in the id
+    ],
+)
+def test_other_bodies_are_scanned_at_once(body: bytes) -> None:
+    assert read_raw_item_page(body).scanned
+
+
+def test_a_cut_off_body_fails_when_read_as_any_answer_does() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        read_raw_item_page(big_envelope()[:-30])
+
+
+def test_concurrent_readers_share_one_scan_and_its_error() -> None:
+    scans: list[int] = []
+    gate = threading.Barrier(4)
+
+    def slow_scan(body: bytes) -> RawItemPage:
+        scans.append(1)
+        time.sleep(0.05)  # holds the lock while the other readers arrive
+        return parse_raw_item_page(body)
+
+    page = read_raw_item_page(big_envelope(), scan=slow_scan)
+    seen: list[list[str]] = []
+
+    def reader() -> None:
+        gate.wait()
+        seen.append([i.id for i in page.data])
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(scans) == 1 and len(seen) == 4 and all(ids == seen[0] for ids in seen)
+
+    damaged = big_envelope().replace(b'"datasource_item_id": 2,', b'"datasource_item_id": 2 2,')
+
+    def counted_scan(body: bytes) -> RawItemPage:
+        scans.append(1)
+        return parse_raw_item_page(body)
+
+    broken = read_raw_item_page(damaged, scan=counted_scan)
+    assert not broken.scanned
+    for _ in range(2):
+        with pytest.raises(json.JSONDecodeError):
+            _ = broken.data
+    assert len(scans) == 2 and broken.scanned
