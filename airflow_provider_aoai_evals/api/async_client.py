@@ -24,14 +24,8 @@ import requests
 import yarl
 
 from airflow_provider_aoai_evals.api import flows, shared_state
-from airflow_provider_aoai_evals.api.errors import (
-    EvalsAPIError,
-    EvalsConnectionError,
-    connection_failed,
-    handshake_closed,
-    timed_out,
-    tls_failed,
-)
+from airflow_provider_aoai_evals.api.aiohttp_errors import transport_error
+from airflow_provider_aoai_evals.api.errors import EvalsAPIError
 from airflow_provider_aoai_evals.api.models import DeletedObject, Eval, EvalRun, OutputItem, Page
 from airflow_provider_aoai_evals.api.operations import Call, Operations, matches_key
 from airflow_provider_aoai_evals.api.routes import PreparedRequest
@@ -89,30 +83,6 @@ def shared_session_count() -> int:
     except RuntimeError:
         return 0
     return len(state.sessions) if state else 0
-
-
-def _transport_error(exc: BaseException, req: PreparedRequest, *, https: bool) -> EvalsAPIError:
-    """aiohttp's failure of one attempt as the error hierarchy's."""
-    method, path = req.method, req.path
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return tls_failed(exc, method=method, path=path)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return timed_out(connecting=True, method=method, path=path)
-    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-        return timed_out(connecting=False, method=method, path=path)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        # A reset while connecting to an https endpoint is aiohttp's word for a handshake the server broke
-        # off, which requests reports as an SSL EOF: the same error either way.
-        os_error = exc.os_error
-        if isinstance(os_error, ConnectionResetError) and https:
-            return handshake_closed(method=method, path=path)
-        return EvalsConnectionError(
-            f"connection failed: {type(exc).__name__}: {type(os_error).__name__} {os_error}".rstrip(),
-            request_sent=False,
-            method=method,
-            path=path,
-        )
-    return connection_failed(exc, request_sent=True, method=method, path=path)
 
 
 class AsyncEvalsClient(ClientBase):
@@ -282,7 +252,7 @@ class AsyncEvalsClient(ClientBase):
             if probe:  # no answer (or cancelled): the probe slot goes to the next waiter
                 gate.lost()
             if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
-                raise _transport_error(exc, req, https=self._https) from None
+                raise transport_error(exc, req, https=self._https) from None
             raise
         if probe or status in THROTTLE_STATUSES:
             gate.observe(status, resp_headers, self.settings.retry, probe=probe)
