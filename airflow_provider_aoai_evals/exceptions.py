@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_aoai_evals.api.waiting import CancelOutcome
 
@@ -32,8 +32,12 @@ class EvalRunError(AirflowException):
         super().__init__(message)
 
 
-class EvalRunOverBudget(EvalRunError):
-    """The run used more tokens than the task's ``max_total_tokens``; a run still going was canceled."""
+class EvalRunOverBudget(EvalRunError, AirflowFailException):
+    """The run used more tokens than the task's ``max_total_tokens``; a run still going was canceled.
+
+    Final for the task (no retry): a retry of the operator that started the run would start a new one and
+    spend again, and a sensor's would find the same run over the same budget.
+    """
 
     def __init__(
         self,
@@ -98,7 +102,7 @@ def over_budget_error(
         message,
         eval_id=eval_id,
         run_id=run_id,
-        status=cancel.status or status if cancel is not None else status,
+        status=(cancel.status or status) if cancel is not None else status,
         max_total_tokens=max_total_tokens,
         total_tokens=total_tokens,
         canceled=cancel.canceled if cancel is not None else None,

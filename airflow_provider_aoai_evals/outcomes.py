@@ -66,9 +66,11 @@ def event_result(event: dict[str, Any] | None, *, eval_id: str, run_id: str) -> 
     if status == "success":
         summary: dict[str, Any] = event["summary"]
         return summary
+    # Whether the run was canceled on the way out; None when no cancel was tried.
+    canceled = event.get("canceled")
+    canceled = canceled if isinstance(canceled, bool) else None
     if status == "timeout":
-        canceled = event.get("canceled")
-        raise WaitTimeout(message, canceled=canceled if isinstance(canceled, bool) else None)
+        raise WaitTimeout(message, canceled=canceled)
     if status == "over_budget":
         raise EvalRunOverBudget(
             message,
@@ -77,7 +79,7 @@ def event_result(event: dict[str, Any] | None, *, eval_id: str, run_id: str) -> 
             status=event.get("run_status"),
             max_total_tokens=int(event.get("max_total_tokens") or 0),
             total_tokens=int(event.get("total_tokens") or 0),
-            canceled=bool(event.get("canceled")),
+            canceled=canceled,
         )
     error = event.get("error") or {}
     summary = event.get("summary") or {}

@@ -304,7 +304,7 @@ class EvalRunTrigger(BaseTrigger):
             max_total_tokens=self.max_total_tokens,
             total_tokens=decision.tokens_used,
             summary=summary.to_xcom(),
-            **(cancel.to_event() if cancel is not None else {"canceled": False}),
+            **(cancel.to_event() if cancel is not None else {}),  # a finished run: no cancel tried
         )
 
     async def _cancel_at_end(self, client: AsyncEvalsClient) -> CancelOutcome:

@@ -70,6 +70,8 @@ def test_over_budget_cancels_the_run_and_fails(dagbag: Any, server: FakeEvalsSer
     assert state == "failed"
     assert run["status"] == "canceled" and run["result_counts"]["total"] < 100
     assert server.count("POST", CANCEL) == 1
+    if "create" in dag_id:  # no retry started a second run
+        assert server.count("POST", r"^/evals/[^/]+/runs$") == 1
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.waiting import DEFAULT_CANCEL_TIMEOUT, DEFERRAL_SLACK_SECONDS
@@ -225,6 +225,7 @@ def test_polling_over_budget_cancels_the_run(server: FakeEvalsServer, eval_id: s
     with pytest.raises(EvalRunOverBudget) as info:
         create(eval_id, deferrable=False, max_total_tokens=1500).execute(context(ti))
     err, run_id = info.value, ti.xcom["run_id"]
+    assert isinstance(err, AirflowFailException)  # final: a retry would start a new run and spend again
     assert err.canceled is True and err.max_total_tokens == 1500 and 1500 < err.total_tokens < 10_000
     assert (err.eval_id, err.run_id) == (eval_id, run_id)
     assert f"{err.total_tokens} tokens" in str(err) and "max_total_tokens=1500" in str(err)

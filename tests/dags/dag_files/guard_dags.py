@@ -13,8 +13,9 @@ from airflow_provider_aoai_evals.sensors.eval_run import EvalRunSensor
 START = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
 ROWS = {"type": "jsonl", "source": {"type": "file_content", "content": [{"item": {"q": "a"}}]}}
 CREATE_VARIANTS: dict[str, dict[str, object]] = {
-    "guard_create_deferrable_budget": {"deferrable": True, "max_total_tokens": 1500},
-    "guard_create_polling_budget": {"deferrable": False, "max_total_tokens": 1500},
+    # retries: over budget is final, a retry would start a new run and spend again.
+    "guard_create_deferrable_budget": {"deferrable": True, "max_total_tokens": 1500, "retries": 1},
+    "guard_create_polling_budget": {"deferrable": False, "max_total_tokens": 1500, "retries": 1},
     "guard_create_deferrable_timeout": {"deferrable": True, "timeout": 1.5},
 }
 SENSOR_VARIANTS: dict[str, dict[str, object]] = {
@@ -53,6 +54,7 @@ for dag_id, options in CREATE_VARIANTS.items():
             eval_id="{{ params.eval_id }}",
             data_source=ROWS,
             poll_interval=0.2,
+            retry_delay=datetime.timedelta(seconds=0),
             **options,  # type: ignore[arg-type]
         )
     globals()[dag_id] = created
