@@ -55,6 +55,14 @@ class EvalRunOverBudget(EvalRunError, AirflowFailException):
         super().__init__(message, eval_id=eval_id, run_id=run_id, status=status, canceled=canceled)
 
 
+class EvalRunCanceledOnTimeout(EvalRunError, AirflowFailException):
+    """A polling wait timed out and canceled its run (``cancel_on_timeout``).
+
+    Final for the task (no retry), as a deferred wait's timeout is: a retry would find its run canceled and
+    start a new one, waiting and spending for the whole timeout again.
+    """
+
+
 def run_ended_message(eval_id: str | None, run_id: str, status: str, api_message: str | None) -> str:
     detail = f": {api_message}" if api_message else " (the API gave no error message)"
     return f"Eval run {run_id} of eval {eval_id} ended with status {status!r}{detail}"

@@ -27,7 +27,7 @@ from airflow_provider_aoai_evals.api.waiting import (
     check_flag,
     check_token_budget,
 )
-from airflow_provider_aoai_evals.exceptions import EvalRunError, with_cancel
+from airflow_provider_aoai_evals.exceptions import EvalRunCanceledOnTimeout, EvalRunError, with_cancel
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 from airflow_provider_aoai_evals.operators._lineage import ObservedRun
 from airflow_provider_aoai_evals.operators._reattach import STATE_RUN_ID_KEY
@@ -136,7 +136,8 @@ class WaitsForRuns(BaseOperator):
             if ending.over:
                 status = wait.last_status or "unknown"
                 cancel = cancel_run(self.hook, eval_id, run_id, self.log) if ending.cancel else None
-                raise EvalRunError(
+                error = EvalRunCanceledOnTimeout if cancel is not None and cancel.canceled else EvalRunError
+                raise error(
                     with_cancel(
                         f"Eval run {run_id} of eval {eval_id} was still {status} after {self.timeout:.0f}s",
                         cancel,

@@ -66,10 +66,8 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         any request; or an ``ObjectStoragePath`` to a JSONL dataset, uploaded through the Files API (purpose
         ``evals``) and referenced by file id, so large datasets are not sent inline. The service's own
         ``{{item.x}}``/``{{sample.x}}`` placeholders are left as they are.
-    :param inline_upload_threshold: inline ``file_content`` rows larger than this many bytes (as JSONL) are
-        uploaded through the Files API and the run names the file instead (default 1 MiB; ``0``: never).
-        The API returns a run's whole data source with every GET, so large inline rows would be downloaded
-        again by every poll of the wait.
+    :param inline_upload_threshold: inline ``file_content`` rows over this many bytes as JSONL are uploaded
+        through the Files API and named by file id, since every poll downloads the data source (1 MiB; 0: never).
     :param name: the run's name (templated).
     :param metadata: up to 15 of your own keys (templated); the 16th holds the idempotency key.
     :param wait_for_completion: wait for the run and return its summary (default), or return at once.
@@ -81,6 +79,10 @@ class CreateEvalRunOperator(TemplatedIds, EvalPlaceholderSafeTemplates, WaitsFor
         instead of starting a new run (default False: a cleared task asks for a new run). Failed or canceled
         runs are never reused; queued or running ones are always reattached to.
     :param cancel_on_kill: cancel the run when the task is killed (deferred waits: Airflow 3.3+ only).
+    :param cancel_on_timeout: cancel the run when the wait times out, deferred or polling (default True: this
+        task started the run); the task then fails, without retry, saying whether it was canceled.
+    :param max_total_tokens: fail once the run has used more tokens than this (``per_model_usage`` summed, on
+        every poll), cancelling it if it is still going; no retry. None (default): no budget.
 
     XCom: ``run_id``, ``eval_id`` and ``report_url`` are pushed before waiting; the return value is the run
     summary (see docs/pass-rates.md).

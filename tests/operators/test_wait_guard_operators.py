@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 
 from airflow_provider_aoai_evals.api.errors import EvalsConfigError
 from airflow_provider_aoai_evals.api.waiting import DEFAULT_CANCEL_TIMEOUT, DEFERRAL_SLACK_SECONDS
-from airflow_provider_aoai_evals.exceptions import EvalRunError, EvalRunOverBudget
+from airflow_provider_aoai_evals.exceptions import EvalRunCanceledOnTimeout, EvalRunError, EvalRunOverBudget
 from airflow_provider_aoai_evals.operators.eval_run import CancelEvalRunOperator, CreateEvalRunOperator
 from airflow_provider_aoai_evals.outcomes import WaitTimeout
 from airflow_provider_aoai_evals.testing import FakeEvalsServer, RunScript
@@ -208,6 +208,8 @@ def test_a_polling_timeout_cancels_the_run(server: FakeEvalsServer, eval_id: str
         run_id in str(info.value) and "still queued" in str(info.value) and "was canceled" in str(info.value)
     )
     assert server.count("POST", CANCEL) == 1 and server.get_run(run_id)["status"] == "canceled"
+    # Final, like a deferred timeout: a retry would find the run canceled and start (and pay for) another.
+    assert isinstance(info.value, EvalRunCanceledOnTimeout) and isinstance(info.value, AirflowFailException)
 
 
 def test_a_polling_timeout_without_cancel_leaves_the_run(server: FakeEvalsServer, eval_id: str) -> None:
@@ -216,6 +218,7 @@ def test_a_polling_timeout_without_cancel_leaves_the_run(server: FakeEvalsServer
     with pytest.raises(EvalRunError) as info:
         create(eval_id, deferrable=False, timeout=0.3, cancel_on_timeout=False).execute(context(ti))
     assert info.value.canceled is None and "cancel" not in str(info.value)
+    assert not isinstance(info.value, AirflowFailException)  # retried as before: the retry reattaches
     assert server.count("POST", CANCEL) == 0 and server.get_run(ti.xcom["run_id"])["status"] == "queued"
 
 
