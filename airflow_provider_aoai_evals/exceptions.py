@@ -87,31 +87,3 @@ def over_budget_message(
     if cancel is None:
         return f"{head}: it finished ({status!r}) over budget, so there was nothing to cancel"
     return f"{head} while {status}; {cancel.describe()}"
-
-
-def over_budget_error(
-    eval_id: str | None,
-    run_id: str,
-    *,
-    status: str,
-    max_total_tokens: int,
-    total_tokens: int,
-    cancel: CancelOutcome | None,
-) -> EvalRunOverBudget:
-    message = over_budget_message(
-        eval_id,
-        run_id,
-        status=status,
-        max_total_tokens=max_total_tokens,
-        total_tokens=total_tokens,
-        cancel=cancel,
-    )
-    return EvalRunOverBudget(
-        message,
-        eval_id=eval_id,
-        run_id=run_id,
-        status=(cancel.status or status) if cancel is not None else status,
-        max_total_tokens=max_total_tokens,
-        total_tokens=total_tokens,
-        canceled=cancel.canceled if cancel is not None else None,
-    )

@@ -22,7 +22,7 @@ from airflow_provider_aoai_evals.api.waiting import (
     Decision,
     deferral_margin,
 )
-from airflow_provider_aoai_evals.exceptions import over_budget_error, with_cancel
+from airflow_provider_aoai_evals.exceptions import EvalRunOverBudget, over_budget_message, with_cancel
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
 
 #: The ``next_method`` the scheduler resumes a deferred task with when it is to fail.
@@ -71,13 +71,22 @@ def fail_over_budget(
     assert decision.tokens_used is not None
     eval_id = str(run.eval_id)
     cancel = cancel_run(hook, eval_id, run.id, log) if decision.cancel else None
-    raise over_budget_error(
+    message = over_budget_message(
         eval_id,
         run.id,
         status=run.status,
         max_total_tokens=max_total_tokens,
         total_tokens=decision.tokens_used,
         cancel=cancel,
+    )
+    raise EvalRunOverBudget(
+        message,
+        eval_id=eval_id,
+        run_id=run.id,
+        status=(cancel.status or run.status) if cancel is not None else run.status,
+        max_total_tokens=max_total_tokens,
+        total_tokens=decision.tokens_used,
+        canceled=cancel.canceled if cancel is not None else None,
     )
 
 
