@@ -121,9 +121,11 @@ class Proc:
             os.killpg(self.popen.pid, sig)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left of it."""
+        """SIGTERM the process group, then SIGKILL whatever is left of it. A SIGSTOPped group is sent
+        SIGCONT after the SIGTERM, so it can act on it."""
         if self.alive():
             self.kill_group(signal.SIGTERM)
+            self.kill_group(signal.SIGCONT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
         self.kill_group(signal.SIGKILL)  # children that outlived their leader
@@ -395,6 +397,9 @@ class Airflow:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.components: dict[str, Proc] = {}
+        # Every triggerer started, by name, alive or not; components["triggerer"] is the current one (the
+        # latest started that is still alive), which the single-triggerer scenarios use.
+        self.triggerers: dict[str, Proc] = {}
         self.triggerer_generation = 0
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
@@ -463,15 +468,21 @@ class Airflow:
     def migrate(self) -> None:
         self.airflow("db", "migrate")
 
-    def _start(self, component: str, name: str | None = None) -> Proc:
+    def _start(self, component: str, name: str | None = None, env: dict[str, str] | None = None) -> Proc:
         argv = [str(self.venv / "bin" / "airflow"), component]
         if component == "api-server":
             argv += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         name = name or component
         proc = self.procs.start(
-            f"{self.name}-{name}", argv, self.env, ART / self.name / f"{name}.log", cwd=self.home
+            f"{self.name}-{name}",
+            argv,
+            {**self.env, **(env or {})},
+            ART / self.name / f"{name}.log",
+            cwd=self.home,
         )
         self.components[component] = proc
+        if component == "triggerer":
+            self.triggerers[name] = proc
         return proc
 
     def start(self) -> None:
@@ -490,6 +501,10 @@ class Airflow:
             on_timeout=self.dump,
         )
 
+    def wait_healthy(self, timeout: float = 180) -> None:
+        """Until every current component is alive and the api-server reports them healthy."""
+        wait_for(f"{self.name} components healthy", self._healthy, timeout=timeout, on_timeout=self.dump)
+
     def _healthy(self) -> bool:
         for proc in self.components.values():
             if not proc.alive():
@@ -499,25 +514,91 @@ class Airflow:
             (h.get(k) or {}).get("status") == "healthy" for k in ("scheduler", "triggerer", "dag_processor")
         )
 
-    def kill_triggerer(self) -> int:
-        """SIGKILL the triggerer and its trigger-runner child (the whole process group): a crash, no cleanup."""
-        proc = self.components["triggerer"]
+    # -- triggerers: any number at once, each by name ------------------------------------------------------
+    # Airflow spreads triggers over every alive triggerer (one whose job heartbeat is younger than
+    # [triggerer] triggerer_health_check_threshold), each up to its [triggerer] capacity; a triggerer whose
+    # heartbeat is older, or whose job ended, has its triggers adopted by the others.
+    def triggerer(self, name: str | None = None) -> Proc:
+        """The triggerer called ``name``; without a name, the current one (``components["triggerer"]``)."""
+        return self.triggerers[name] if name is not None else self.components["triggerer"]
+
+    def alive_triggerers(self) -> list[str]:
+        """Names of the triggerers whose process is alive (a SIGSTOPped one is alive), oldest first."""
+        return [name for name, proc in self.triggerers.items() if proc.alive()]
+
+    def start_triggerer(self, name: str | None = None, env: dict[str, str] | None = None) -> Proc:
+        """Start a triggerer, another one if some are running; it becomes the current one. Unnamed, it is
+        called ``triggerer-<n>`` (n counts the unnamed restarts); ``env`` is added to the deployment's
+        environment for this process only (e.g. its ``[triggerer] capacity``). Its log is
+        ``<name>.log``. A triggerer started while another is alive serves its logs on a free port
+        (two cannot both listen on ``[logging] trigger_log_server_port``, 8794)."""
+        if name is None:
+            self.triggerer_generation += 1
+            name = f"triggerer-{self.triggerer_generation}"
+        if name in self.triggerers and self.triggerers[name].alive():
+            raise RuntimeError(f"triggerer {name} is already running")
+        extra = dict(env or {})
+        if self.alive_triggerers():
+            extra.setdefault("AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT", str(free_port()))
+        return self._start("triggerer", name, extra)
+
+    def kill_triggerer(self, name: str | None = None) -> int:
+        """SIGKILL a triggerer and its trigger-runner child (the whole process group): a crash, no cleanup.
+        Without a name, the current one. Returns its pid."""
+        proc = self.triggerer(name)
         pid = proc.pid
         proc.kill_group(signal.SIGKILL)
         proc.popen.wait(10)
+        self._repoint_triggerer(proc)
         return pid
 
-    def start_triggerer(self) -> Proc:
-        self.triggerer_generation += 1
-        return self._start("triggerer", f"triggerer-{self.triggerer_generation}")
+    def stop_triggerer(self, name: str) -> None:
+        """SIGSTOP a triggerer's whole process group: frozen (a long GC pause, a stopped container), not
+        ended; its heartbeat stops, so after the threshold the others adopt its triggers."""
+        self.triggerer(name).kill_group(signal.SIGSTOP)
+
+    def cont_triggerer(self, name: str) -> None:
+        """SIGCONT a triggerer frozen by :meth:`stop_triggerer`: it goes on where it stopped."""
+        self.triggerer(name).kill_group(signal.SIGCONT)
+
+    def terminate_triggerer(self, name: str, timeout: float = 60.0) -> float:
+        """Stop a triggerer gracefully, as a process manager does: SIGTERM to its main process only, which
+        stops its trigger runner and ends its job; wait for it to exit (SIGKILL of the group after
+        ``timeout``, then TimeoutError). Returns the seconds it took to exit."""
+        proc = self.triggerer(name)
+        start = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill_group(signal.SIGKILL)
+            proc.popen.wait(10)
+            raise TimeoutError(f"triggerer {name} did not exit within {timeout:.0f}s of SIGTERM") from None
+        finally:
+            proc.kill_group(signal.SIGKILL)  # whatever outlived the main process (none expected)
+            self._repoint_triggerer(proc)
+        return time.monotonic() - start
+
+    def _repoint_triggerer(self, gone: Proc) -> None:
+        """After ``gone`` ended: if it was the current triggerer, the latest started alive one is."""
+        if self.components.get("triggerer") is gone:
+            alive = self.alive_triggerers()
+            if alive:
+                self.components["triggerer"] = self.triggerers[alive[-1]]
 
     def stop(self) -> None:
         for component in ("scheduler", "triggerer", "dag-processor", "api-server"):
-            if component in self.components:
+            if component == "triggerer":
+                for proc in self.triggerers.values():
+                    proc.stop()
+            elif component in self.components:
                 self.components[component].stop()
 
     def dump(self) -> None:
-        dump_logs(list(self.components.values()))
+        procs = list(self.components.values())
+        procs += [p for p in self.triggerers.values() if p not in procs]
+        dump_logs(procs)
 
     # -- REST API v2 ----------------------------------------------------------------------------------------
     @property
