@@ -35,6 +35,7 @@ from airflow_provider_aoai_evals.api.waiting import (
 from airflow_provider_aoai_evals.exceptions import over_budget_message, run_ended_message, with_cancel
 from airflow_provider_aoai_evals.hooks import settings_reuse
 from airflow_provider_aoai_evals.hooks.evals import EvalsHook
+from airflow_provider_aoai_evals.triggers._task_state import still_deferred
 
 #: The event statuses this trigger yields; ``execute_complete`` accepts only these.
 EVENT_STATUSES = ("success", "failure", "timeout", "error", "over_budget")
@@ -341,8 +342,20 @@ class EvalRunTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """Cancel the run when a user kills the deferred task (Airflow 3.3+). Best-effort and bounded:
-        failures are logged, never raised; cancelling a finished run is harmless."""
+        failures are logged, never raised.
+
+        Airflow also calls this when another triggerer has adopted the trigger (apache/airflow#73454), so
+        a task instance that is still deferred keeps its run (``_task_state``); a run that already ended
+        is not sent a cancel either.
+        """
         if not self.cancel_on_kill:
+            return
+        if await still_deferred(getattr(self, "task_instance", None)):
+            self.log.info(
+                "on_kill: the task is still deferred, so another triggerer took this trigger over (not a "
+                "kill); eval run %s is left running",
+                self.run_id,
+            )
             return
         try:
             status = await asyncio.wait_for(self._cancel(), timeout=self.cancel_timeout)
@@ -351,8 +364,9 @@ class EvalRunTrigger(BaseTrigger):
             self.log.warning("on_kill: could not cancel eval run %s: %r", self.run_id, exc)
 
     async def _cancel(self) -> str:  # on_kill's: the wait's client is gone by then
+        deadline = time.time() + self.cancel_timeout
         async with await EvalsHook(self.conn_id).get_async_conn() as client:
-            run = await client.cancel_run(
-                self.eval_id, self.run_id, deadline=time.time() + self.cancel_timeout
-            )
+            run = await client.get_run(self.eval_id, self.run_id, deadline=deadline)
+            if not run.is_terminal:
+                run = await client.cancel_run(self.eval_id, self.run_id, deadline=deadline)
         return run.status
