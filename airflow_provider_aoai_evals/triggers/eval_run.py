@@ -39,6 +39,8 @@ from airflow_provider_aoai_evals.triggers._task_state import still_deferred
 
 #: The event statuses this trigger yields; ``execute_complete`` accepts only these.
 EVENT_STATUSES = ("success", "failure", "timeout", "error", "over_budget")
+#: ``on_kill``'s work in progress (see there).
+_KILLS: set[asyncio.Future[None]] = set()
 #: While a run's status and counts stay the same, its progress line is repeated this often (seconds).
 PROGRESS_HEARTBEAT_SECONDS = 300.0
 
@@ -346,11 +348,25 @@ class EvalRunTrigger(BaseTrigger):
 
         Airflow also calls this when another triggerer has adopted the trigger (apache/airflow#73454), so
         a task instance that is still deferred keeps its run (``_task_state``); a run that already ended
-        is not sent a cancel either.
+        is not sent a cancel either. The work runs in a task of its own that this only waits for: the
+        triggerer repeats its cancel of a trigger on every sync until the trigger is gone, which cancels
+        ``on_kill`` too, and the first state read of a triggerer can outlast a sync.
         """
         if not self.cancel_on_kill:
             return
-        if await still_deferred(getattr(self, "task_instance", None)):
+        kill = asyncio.ensure_future(self._kill())
+        _KILLS.add(kill)  # held until done: the event loop keeps only a weak reference to a task
+        kill.add_done_callback(_KILLS.discard)
+        await asyncio.shield(kill)
+
+    async def _kill(self) -> None:
+        try:
+            deferred = await asyncio.wait_for(
+                still_deferred(getattr(self, "task_instance", None)), timeout=self.cancel_timeout
+            )
+        except asyncio.TimeoutError:
+            deferred = None
+        if deferred:
             self.log.info(
                 "on_kill: the task is still deferred, so another triggerer took this trigger over (not a "
                 "kill); eval run %s is left running",

@@ -325,9 +325,10 @@ class Scenario:
         late = {mi: round(s, 1) for mi, s in delivered.items() if not 0 <= s <= DELIVERY_BOUND}
         if late:
             problems.append(f"events delivered outside 0..{DELIVERY_BOUND:g}s of the run's end: {late}")
+        # Airflow 3.3.2 calls on_kill on triggers a frozen triggerer finds adopted (apache/airflow#73454):
+        # not ours to prevent, so a figure. What must not follow is a cancel (checked above): the trigger
+        # sees its task instance still deferred and leaves the run to the adopter.
         on_kill: Counter[int] = Counter(job for w in self.waits for job in self.logs.on_kill_jobs(w.index))
-        if on_kill:
-            problems.append(f"on_kill called on sensors' triggers, per triggerer job: {dict(on_kill)}")
         fired_twice = sum(1 for w in batch if len({job for _, job in self.logs.fired(w.index)}) > 1)
         fired_ok = [s for s in fired.values() if s is not None]
         figures = {

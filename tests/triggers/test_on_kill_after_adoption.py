@@ -113,3 +113,34 @@ def test_a_run_that_already_ended_is_sent_no_cancel(server: FakeEvalsServer, sup
     supervisor.count = 0
     asyncio.run(trigger.on_kill())
     assert server.count("POST", CANCEL) == 0 and server.get_run(run_id)["status"] == "completed"
+
+
+def test_a_kill_completes_although_airflow_cancels_on_kill_again(
+    server: FakeEvalsServer, supervisor: Supervisor
+) -> None:
+    """The triggerer repeats its cancel of a trigger on every sync until the trigger is gone, which cancels
+    a running ``on_kill``; a first state read can take longer than a sync (the supervisor builds its
+    in-process API on the first one)."""
+    trigger, run_id = trigger_for(server, RunScript(queued_seconds=600))
+    answered = supervisor.get_ti_count
+
+    def slow(**kw: Any) -> int:
+        time.sleep(0.5)
+        return answered(**kw)
+
+    supervisor.get_ti_count = slow  # type: ignore[method-assign]
+    task_runner.RuntimeTaskInstance.get_ti_count = staticmethod(slow)
+
+    async def killed_twice() -> None:
+        first = asyncio.ensure_future(trigger.on_kill())
+        await asyncio.sleep(0.1)
+        first.cancel()  # what the triggerer's next sync does to the trigger, and so to on_kill
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        for _ in range(100):  # the loop lives on, as the triggerer's does
+            if server.get_run(run_id)["status"] == "canceled":
+                return
+            await asyncio.sleep(0.05)
+
+    asyncio.run(killed_twice())
+    assert server.count("POST", CANCEL) == 1 and server.get_run(run_id)["status"] == "canceled"
