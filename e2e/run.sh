@@ -4,7 +4,7 @@
 # Stages (each timed like scripts/timed.sh, summary at the end):
 #   e2e-system-deps   apt-get install postgresql chromium chromium-driver (only what is missing; needs root)
 #   e2e-python-deps   selenium, psycopg2-binary, asyncpg into the venvs (only if missing)
-#   e2e-airflow-3.3   pytest e2e/tests/test_1_airflow33.py   (scenarios 1-5, 7, 8)
+#   e2e-airflow-3.3   pytest e2e/tests/test_1_airflow33.py   (scenarios 1-5, 4b, 7-10)
 #   e2e-airflow-3.1   pytest e2e/tests/test_2_airflow31.py   (scenario 6 + its secret audit)
 # Artefacts: .artifacts/e2e/ (component logs, AIRFLOW_HOMEs with task logs, pg_dumps, screenshots, report.json).
 # Every process the suite starts is listed in .artifacts/e2e/pids.txt and stopped on exit, even on failure.
